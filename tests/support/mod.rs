@@ -1,0 +1,8 @@
+//! Shared helpers for integration tests; each test binary includes them with `mod support;`.
+
+// Each test binary uses a different subset of the helpers.
+#![allow(dead_code)]
+
+pub mod emulator;
+
+pub use emulator::Emulator;

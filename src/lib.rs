@@ -7,8 +7,10 @@
 pub mod diagnostics;
 pub mod graph;
 pub mod installer_lint;
+pub mod live;
 pub mod manifest;
 pub mod model;
+pub mod plan;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -1,0 +1,179 @@
+//! The live state of an AWS account as far as a stack is concerned: plain data read by `aws`, compared by `plan`.
+//!
+//! Values are stored as AWS returns them, decoded (policy documents parsed from their URL-encoded JSON) but not
+//! normalized: the planner decides what counts as equal.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{AccountId, BucketEncryption, Model, Ref, Region, Resource, ResourceId, Subscription, Tags};
+
+/// Tag keys that mark what imagectl owns.
+pub const STACK_TAG: &str = "imagectl:stack";
+pub const RESOURCE_TAG: &str = "imagectl:resource";
+
+/// What must be read for a stack: computed from the model, executed by `aws::read_live`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadScope {
+    pub stack: String,
+    /// Regions whose regional resources (topics) are listed: the stack's and every region a resource names.
+    pub regions: BTreeSet<Region>,
+    /// Names the manifests give, read whether or not the stack owns them (to report conflicts).
+    pub roles: BTreeSet<String>,
+    pub instance_profiles: BTreeSet<String>,
+    pub buckets: BTreeSet<String>,
+    pub topics: BTreeMap<Region, BTreeSet<String>>,
+    /// External resources referenced by the manifests, whose existence the plan checks.
+    pub external_roles: BTreeSet<String>,
+    pub external_instance_profiles: BTreeSet<String>,
+    pub external_buckets: BTreeSet<String>,
+    pub external_topics: BTreeSet<String>,
+    /// Count objects of the stack's buckets (needed only when a bucket may be deleted).
+    pub count_bucket_objects: bool,
+}
+
+impl ReadScope {
+    pub fn for_model(model: &Model, count_bucket_objects: bool) -> Self {
+        let mut scope = ReadScope { stack: model.stack.name.clone(), count_bucket_objects, ..ReadScope::default() };
+        scope.regions.insert(model.stack.region.clone());
+        for resource in model.resources.values() {
+            match resource {
+                Resource::Role(r) => {
+                    scope.roles.insert(r.name.clone());
+                }
+                Resource::Bucket(b) => {
+                    scope.regions.insert(b.region.clone());
+                    scope.buckets.insert(b.name.to_string());
+                }
+                Resource::Topic(t) => {
+                    scope.regions.insert(t.region.clone());
+                    scope.topics.entry(t.region.clone()).or_default().insert(t.name.clone());
+                }
+                Resource::InstanceProfile(p) => {
+                    scope.instance_profiles.insert(p.name.clone());
+                    if let Ref::External(arn) = &p.role {
+                        scope.external_roles.insert(arn.to_string());
+                    }
+                }
+                Resource::PackageGroup(g) => {
+                    if let Ref::External(bucket) = &g.artifacts_bucket {
+                        scope.external_buckets.insert(bucket.to_string());
+                    }
+                }
+                Resource::PrivateImage(i) => {
+                    scope.regions.insert(i.region.clone());
+                    if let Ref::External(arn) = &i.instance_profile {
+                        scope.external_instance_profiles.insert(arn.to_string());
+                    }
+                    if let Ref::External(arn) = &i.automation_role {
+                        scope.external_roles.insert(arn.to_string());
+                    }
+                    if let Ref::External(bucket) = &i.logs_bucket {
+                        scope.external_buckets.insert(bucket.to_string());
+                    }
+                    if let Some(Ref::External(arn)) = &i.notifications {
+                        scope.external_topics.insert(arn.to_string());
+                    }
+                }
+                Resource::ImageCopy(c) => scope.regions.extend(c.regions.keys().cloned()),
+                Resource::ImageShare(_) => {}
+            }
+        }
+        scope
+    }
+}
+
+/// Everything read for one stack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveState {
+    pub account: Option<AccountId>,
+    /// Roles by name: those the manifests name and those this stack owns.
+    pub roles: BTreeMap<String, LiveRole>,
+    pub instance_profiles: BTreeMap<String, LiveInstanceProfile>,
+    pub buckets: BTreeMap<String, LiveBucket>,
+    /// Topics by region, then name.
+    pub topics: BTreeMap<Region, BTreeMap<String, LiveTopic>>,
+    /// External references and whether they exist, keyed as written (ARN or bucket name).
+    pub external: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveRole {
+    pub name: String,
+    pub arn: String,
+    pub path: String,
+    pub description: Option<String>,
+    pub trust_policy: serde_json::Value,
+    pub managed_policies: BTreeSet<String>,
+    pub inline_policies: BTreeMap<String, serde_json::Value>,
+    pub max_session_duration: Option<u32>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveInstanceProfile {
+    pub name: String,
+    pub arn: String,
+    pub path: String,
+    /// Role names (an instance profile holds at most one).
+    pub roles: Vec<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveBucket {
+    pub name: String,
+    pub region: Region,
+    pub tags: Tags,
+    /// Read only for buckets the stack owns or names; None for other buckets of the account.
+    pub settings: Option<BucketSettings>,
+    /// Whether it holds any object; read only when the scope asks.
+    pub has_objects: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BucketSettings {
+    /// Days of the expiration rule imagectl manages, if present.
+    pub expire_after_days: Option<u32>,
+    /// Lifecycle rules other than imagectl's (they are replaced when imagectl writes its rule).
+    pub other_lifecycle_rules: usize,
+    pub versioning: bool,
+    /// True when all four public-access-block settings are on.
+    pub block_public_access: bool,
+    pub encryption: Option<BucketEncryption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveTopic {
+    pub name: String,
+    pub arn: String,
+    pub region: Region,
+    pub tags: Tags,
+    pub display_name: Option<String>,
+    pub kms_key: Option<String>,
+    /// Subscriptions with their ARN (`PendingConfirmation` until an endpoint confirms).
+    pub subscriptions: BTreeMap<Subscription, String>,
+}
+
+/// Whether `tags` say that `stack` owns the resource.
+pub fn owned_by(tags: &Tags, stack: &str) -> bool {
+    tags.get(STACK_TAG).is_some_and(|s| s == stack)
+}
+
+impl LiveState {
+    /// The resource a live object belongs to, by its ownership tag, if this stack owns it.
+    pub fn owner_of(tags: &Tags, stack: &str) -> Option<ResourceId> {
+        if !owned_by(tags, stack) {
+            return None;
+        }
+        tags.get(RESOURCE_TAG).and_then(|r| ResourceId::parse(r).ok())
+    }
+}
+
+/// A stable digest of a live object, to tell whether it changed since a plan was made.
+pub fn digest<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_string(value).expect("live state serializes");
+    hex::encode(Sha256::digest(json.as_bytes()))
+}

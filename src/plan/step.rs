@@ -1,0 +1,110 @@
+//! The concrete AWS operations a plan is made of. The executor runs them as written and decides nothing.
+//!
+//! Every value a step needs is in it (names, regions, documents as JSON text, ARNs derived from the account), so a
+//! saved plan applies exactly what it showed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BucketEncryption, Region, Tags};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Step {
+    // IAM roles.
+    /// Creates the role with its ownership tags; an existing role carrying the same ownership tags counts as
+    /// created (a retried call), any other existing role fails the step.
+    CreateRole {
+        name: String,
+        path: String,
+        trust_policy: String,
+        description: Option<String>,
+        max_session_duration: Option<u32>,
+        tags: Tags,
+    },
+    UpdateTrustPolicy { role: String, document: String },
+    UpdateRole { role: String, description: Option<String>, max_session_duration: Option<u32> },
+    PutRolePolicy { role: String, policy: String, document: String },
+    DeleteRolePolicy { role: String, policy: String },
+    AttachRolePolicy { role: String, policy_arn: String },
+    DetachRolePolicy { role: String, policy_arn: String },
+    TagRole { role: String, tags: Tags },
+    UntagRole { role: String, keys: Vec<String> },
+    DeleteRole { role: String },
+
+    // IAM instance profiles.
+    CreateInstanceProfile { name: String, path: String, tags: Tags },
+    AddRoleToInstanceProfile { profile: String, role: String },
+    RemoveRoleFromInstanceProfile { profile: String, role: String },
+    TagInstanceProfile { profile: String, tags: Tags },
+    UntagInstanceProfile { profile: String, keys: Vec<String> },
+    DeleteInstanceProfile { profile: String },
+
+    // S3 buckets.
+    /// Creates the bucket and tags it; if tagging fails the new, empty bucket is deleted again, so that a re-run
+    /// never finds an untagged bucket it cannot prove it owns.
+    CreateBucket { name: String, region: Region, tags: Tags },
+    PutBucketTagging { name: String, region: Region, tags: Tags },
+    /// All four public-access-block settings on (`block: true`) or the configuration removed.
+    SetPublicAccessBlock { name: String, region: Region, block: bool },
+    PutBucketEncryption { name: String, region: Region, encryption: BucketEncryption },
+    PutBucketVersioning { name: String, region: Region, enabled: bool },
+    /// Writes the lifecycle configuration: imagectl's one expiration rule, or none.
+    PutBucketLifecycle { name: String, region: Region, expire_after_days: Option<u32> },
+    /// Deletes every object and object version (only planned with `forceDestroy: true`).
+    EmptyBucket { name: String, region: Region },
+    DeleteBucket { name: String, region: Region },
+
+    // SNS topics.
+    CreateTopic { name: String, region: Region, attributes: BTreeMap<String, String>, tags: Tags },
+    SetTopicAttribute { topic_arn: String, region: Region, attribute: String, value: String },
+    Subscribe { topic_arn: String, region: Region, protocol: String, endpoint: String },
+    Unsubscribe { subscription_arn: String, region: Region },
+    TagTopic { topic_arn: String, region: Region, tags: Tags },
+    UntagTopic { topic_arn: String, region: Region, keys: Vec<String> },
+    DeleteTopic { topic_arn: String, region: Region },
+}
+
+impl Step {
+    /// A short description for progress lines and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::CreateRole { name, .. } => format!("create role {name}"),
+            Step::UpdateTrustPolicy { role, .. } => format!("update trust policy of {role}"),
+            Step::UpdateRole { role, .. } => format!("update role {role}"),
+            Step::PutRolePolicy { role, policy, .. } => format!("put inline policy {policy} on {role}"),
+            Step::DeleteRolePolicy { role, policy } => format!("delete inline policy {policy} of {role}"),
+            Step::AttachRolePolicy { role, policy_arn } => format!("attach {policy_arn} to {role}"),
+            Step::DetachRolePolicy { role, policy_arn } => format!("detach {policy_arn} from {role}"),
+            Step::TagRole { role, .. } => format!("tag role {role}"),
+            Step::UntagRole { role, .. } => format!("untag role {role}"),
+            Step::DeleteRole { role } => format!("delete role {role}"),
+            Step::CreateInstanceProfile { name, .. } => format!("create instance profile {name}"),
+            Step::AddRoleToInstanceProfile { profile, role } => format!("add role {role} to {profile}"),
+            Step::RemoveRoleFromInstanceProfile { profile, role } => format!("remove role {role} from {profile}"),
+            Step::TagInstanceProfile { profile, .. } => format!("tag instance profile {profile}"),
+            Step::UntagInstanceProfile { profile, .. } => format!("untag instance profile {profile}"),
+            Step::DeleteInstanceProfile { profile } => format!("delete instance profile {profile}"),
+            Step::CreateBucket { name, region, .. } => format!("create bucket {name} in {region}"),
+            Step::PutBucketTagging { name, .. } => format!("tag bucket {name}"),
+            Step::SetPublicAccessBlock { name, block, .. } => {
+                format!("{} public access to {name}", if *block { "block" } else { "unblock" })
+            }
+            Step::PutBucketEncryption { name, .. } => format!("set default encryption of {name}"),
+            Step::PutBucketVersioning { name, enabled, .. } => {
+                format!("{} versioning of {name}", if *enabled { "enable" } else { "suspend" })
+            }
+            Step::PutBucketLifecycle { name, .. } => format!("set lifecycle of {name}"),
+            Step::EmptyBucket { name, .. } => format!("empty bucket {name}"),
+            Step::DeleteBucket { name, .. } => format!("delete bucket {name}"),
+            Step::CreateTopic { name, region, .. } => format!("create topic {name} in {region}"),
+            Step::SetTopicAttribute { topic_arn, attribute, .. } => format!("set {attribute} of {topic_arn}"),
+            Step::Subscribe { protocol, endpoint, .. } => format!("subscribe {protocol}:{endpoint}"),
+            Step::Unsubscribe { subscription_arn, .. } => format!("unsubscribe {subscription_arn}"),
+            Step::TagTopic { topic_arn, .. } => format!("tag topic {topic_arn}"),
+            Step::UntagTopic { topic_arn, .. } => format!("untag topic {topic_arn}"),
+            Step::DeleteTopic { topic_arn, .. } => format!("delete topic {topic_arn}"),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! `graph` orders it, the pure `plan`ner compares it with a `live` snapshot read by `aws`, and `apply` executes
 //! the plan through `aws`.
 
+pub mod apply;
 pub mod diagnostics;
 pub mod graph;
 pub mod installer_lint;

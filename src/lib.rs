@@ -5,6 +5,7 @@
 //! the plan through `aws`.
 
 pub mod apply;
+pub mod aws;
 pub mod diagnostics;
 pub mod graph;
 pub mod installer_lint;

@@ -154,6 +154,7 @@ pub struct LiveTopic {
     pub display_name: Option<String>,
     pub kms_key: Option<String>,
     /// Subscriptions with their ARN (`PendingConfirmation` until an endpoint confirms).
+    #[serde(with = "as_pairs")]
     pub subscriptions: BTreeMap<Subscription, String>,
 }
 
@@ -176,4 +177,24 @@ impl LiveState {
 pub fn digest<T: Serialize>(value: &T) -> String {
     let json = serde_json::to_string(value).expect("live state serializes");
     hex::encode(Sha256::digest(json.as_bytes()))
+}
+
+/// JSON objects need string keys; maps keyed by structs are written as a list of [key, value] pairs.
+mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(map: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }

@@ -152,3 +152,11 @@ impl Aws {
     }
 }
 
+
+impl crate::apply::StepRunner for Aws {
+    type Error = AwsError;
+
+    fn run_step(&self, step: &Step) -> impl Future<Output = Result<(), AwsError>> {
+        self.execute(step)
+    }
+}

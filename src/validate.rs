@@ -62,7 +62,13 @@ pub struct Validated {
 
 /// Validates parsed documents; `parse_problems` are the loader's diagnostics, reported together with these.
 pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -> Result<Validated, InvalidManifests> {
-    let mut checker = Checker { diagnostics: parse_problems, names: BTreeMap::new() };
+    // Documents that did not parse are reported already; a reference to one of them is not dangling, and a
+    // document whose kind could not even be read may be the Stack.
+    let unparsed: BTreeSet<ResourceId> =
+        parse_problems.iter().filter_map(|d| d.resource.as_deref()).filter_map(|r| ResourceId::parse(r).ok()).collect();
+    let unidentified = parse_problems.iter().any(|d| d.is_error() && d.resource.is_none());
+    let first_document = documents.first().map(|d| d.locate(""));
+    let mut checker = Checker { diagnostics: parse_problems, names: BTreeMap::new(), unparsed };
     let mut unique = Vec::new();
     for document in documents {
         let id = id_of(&document.manifest);
@@ -70,7 +76,7 @@ pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -
             Some(first) => {
                 let first = documents[*first].locate("metadata.name");
                 checker.push(
-                    Diagnostic::error(format!("duplicate {id}: a {} named `{}` is already defined at {first}", id.kind, id.name))
+                    Diagnostic::error(format!("duplicate {id}: {} named `{}` is already defined at {first}", a(id.kind), id.name))
                         .at(document.locate("metadata.name"))
                         .field("metadata.name")
                         .help(format!("names are unique within a kind; rename one of the two {}s", id.kind)),
@@ -87,13 +93,18 @@ pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -
     let stacks: Vec<_> = documents.iter().filter(|d| matches!(d.manifest, Manifest::Stack(_))).collect();
     let stack = match stacks.as_slice() {
         [one] => checker.stack(one),
-        [] if checker.diagnostics.iter().any(|d| d.resource.as_deref().is_some_and(|r| r.starts_with("Stack/"))) => {
-            None // the Stack is there but did not parse; that error is reported already
+        [] if unidentified || checker.unparsed.iter().any(|id| id.kind == Kind::Stack) => {
+            None // the Stack is there but did not parse, or may be in a document that did not; that is reported already
         }
         [] => {
-            checker.push(Diagnostic::error("no Stack manifest: exactly one document must have `kind: Stack`").help(
+            let mut diagnostic = Diagnostic::error("no Stack manifest: exactly one document must have `kind: Stack`").help(
                 "add a document: apiVersion: imagectl/v1, kind: Stack, metadata: {name: …}, spec: {region: …}",
-            ));
+            );
+            // Every error names a place; here it is where the manifests that were read begin.
+            if let Some(location) = first_document {
+                diagnostic = diagnostic.at(location);
+            }
+            checker.push(diagnostic);
             None
         }
         [first, rest @ ..] => {
@@ -104,6 +115,7 @@ pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -
                         first.locate("metadata.name")
                     ))
                     .at(extra.locate("kind"))
+                    .resource(id_of(&extra.manifest))
                     .field("kind")
                     .help("validate one stack at a time: pass the directory of one stack"),
                 );
@@ -163,6 +175,8 @@ struct Checker {
     diagnostics: Vec<Diagnostic>,
     /// Every resource defined, to resolve references: id → index of its document.
     names: BTreeMap<ResourceId, usize>,
+    /// Resources whose documents did not parse: defined, but without a model.
+    unparsed: BTreeSet<ResourceId>,
 }
 
 impl Checker {
@@ -189,10 +203,23 @@ impl Checker {
                 self.push(
                     Diagnostic::error(format!("`{key}` is not a valid stack name"))
                         .at(document.locate(field))
+                        .resource(format!("Stack/{key}"))
                         .field(field)
                         .help("1 to 64 letters, digits, hyphens or underscores: it is written into every ownership tag"),
                 );
             }
+        }
+        // Checked here, at the Stack: every resource inherits these tags, and an error per resource would point
+        // at documents that do not hold the key.
+        for key in m.spec.tags.keys().filter(|k| is_reserved_tag(k)) {
+            let field = format!("spec.tags.{key}");
+            self.push(
+                Diagnostic::error(format!("tag key `{key}` is reserved"))
+                    .at(document.locate(&field))
+                    .resource(format!("Stack/{}", m.metadata.name))
+                    .field(field)
+                    .help(RESERVED_TAG_HELP),
+            );
         }
         Some(Stack { name: m.metadata.name.clone(), region, tags: m.spec.tags.clone() })
     }
@@ -227,12 +254,12 @@ impl Context<'_> {
     }
 
     fn tags(&mut self, own: &raw::Tags) -> Tags {
+        // The stack's own tags are checked at the Stack.
+        for key in own.keys().filter(|k| is_reserved_tag(k)) {
+            self.error(&format!("spec.tags.{key}"), format!("tag key `{key}` is reserved")).help = Some(RESERVED_TAG_HELP.into());
+        }
         let mut tags = self.stack.map(|s| s.tags.clone()).unwrap_or_default();
         tags.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-        for key in tags.keys().filter(|k| k.starts_with("imagectl:") || k.starts_with("aws:")).cloned().collect::<Vec<_>>() {
-            self.error(&format!("spec.tags.{key}"), format!("tag key `{key}` is reserved"))
-                .help = Some("keys beginning with imagectl: are the ownership tags imagectl writes; aws: keys belong to AWS".into());
-        }
         tags
     }
 
@@ -263,21 +290,31 @@ impl Context<'_> {
         external: impl Fn(&str) -> Option<Result<E, InvalidId>>,
         external_form: &str,
     ) -> Option<Ref<E>> {
+        let help = format!(
+            "name {} defined in this stack, or reference one outside it by its AWS identifier ({external_form})",
+            a(expected)
+        );
         if let Some(parsed) = external(value) {
-            return self.check(field, parsed).map(Ref::External);
+            return parsed.map(Ref::External).map_err(|e| self.error(field, e.to_string()).help = Some(help)).ok();
         }
         let wanted = ResourceId::new(expected, value);
         if self.checker.names.contains_key(&wanted) {
             return Some(Ref::Stack(wanted));
         }
-        let other = Kind::ALL.into_iter().find(|k| self.checker.names.contains_key(&ResourceId::new(*k, value)));
+        if self.checker.unparsed.contains(&wanted) {
+            return None; // it is defined, but did not parse: that is the error to fix, and it is reported
+        }
+        // The resource itself is not what its field meant (an InstanceProfile and its Role often share a name).
+        let own = id_of(&self.document.manifest);
+        let other = Kind::ALL
+            .into_iter()
+            .map(|k| ResourceId::new(k, value))
+            .find(|id| *id != own && self.checker.names.contains_key(id));
         let message = match other {
-            Some(kind) => format!("`{value}` is a {kind}, but this field must name a {expected}"),
+            Some(id) => format!("`{value}` is {}, but this field must name {}", a(id.kind), a(expected)),
             None => format!("no {expected} named `{value}` in the manifests"),
         };
-        self.error(field, message).help = Some(format!(
-            "name a {expected} defined in this stack, or reference one outside it by its AWS identifier ({external_form})"
-        ));
+        self.error(field, message).help = Some(help);
         None
     }
 
@@ -409,6 +446,11 @@ impl Context<'_> {
                 }]
             })),
             (None, Some(document)) => self.policy_document("spec.assumeRolePolicy", &document.0),
+            (Some(_), None) => {
+                self.error("spec.assumedBy", "`assumedBy` lists no principal, so nothing could assume the role").help =
+                    Some("list the service principals that assume it, e.g. `assumedBy: [ec2.amazonaws.com]`".into());
+                None
+            }
             (Some(_), Some(_)) => {
                 self.error("spec.assumedBy", "both `assumedBy` and `assumeRolePolicy` are set").help =
                     Some("keep one: `assumedBy` lists service principals, `assumeRolePolicy` is a full trust policy".into());
@@ -424,6 +466,13 @@ impl Context<'_> {
         let mut managed_policies = BTreeSet::new();
         for (i, arn) in spec.managed_policies.iter().enumerate() {
             let field = format!("spec.managedPolicies[{i}]");
+            if !arn.starts_with("arn:") {
+                // Policies are attached by ARN; a bare name is most often an AWS managed policy's.
+                self.error(&field, format!("`{arn}` is not a managed policy ARN")).help = Some(format!(
+                    "managed policies are given by ARN: arn:aws:iam::aws:policy/{arn} for an AWS managed policy, arn:aws:iam::<account>:policy/{arn} for your own"
+                ));
+                continue;
+            }
             let parsed = Arn::parse(arn).and_then(|a| {
                 if a.service() == "iam" && a.resource().starts_with("policy/") {
                     Ok(a)
@@ -545,7 +594,7 @@ impl Context<'_> {
                 _ => !s.endpoint.is_empty(),
             };
             if !fits {
-                self.error(&format!("spec.subscriptions[{i}].endpoint"), format!("`{}` is not a {} endpoint", s.endpoint, s.protocol))
+                self.error(&format!("spec.subscriptions[{i}].endpoint"), format!("`{}` is not an endpoint for the {} protocol", s.endpoint, s.protocol))
                     .help = Some("email: an address; http(s): a URL of that scheme; sqs, lambda, firehose, application: an ARN".into());
             }
             subscriptions.insert(Subscription { protocol: s.protocol.clone(), endpoint: s.endpoint.clone() });
@@ -565,9 +614,20 @@ impl Context<'_> {
     fn package_group(&mut self, m: &raw::Envelope<raw::PackageGroupSpec>) -> Option<PackageGroup> {
         let spec = &m.spec;
         let name = &m.metadata.name;
-        if name.len() > MAX_PACKAGE_GROUP_NAME || name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            self.error("metadata.name", format!("`{name}` is not a valid package-group name")).help = Some(
-                "fewer than 100 characters, only letters, digits, underscores and dashes; include a revision, e.g. acme-agent-2-4-linux-r1".into(),
+        // Say which rule the name breaks: a long name that also holds a dot needs both fixes named.
+        let mut broken = Vec::new();
+        if name.is_empty() || name.len() > MAX_PACKAGE_GROUP_NAME {
+            broken.push(format!("is {} characters long, and a package-group name has 1 to {MAX_PACKAGE_GROUP_NAME}", name.len()));
+        }
+        let mut bad: Vec<char> = name.chars().filter(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')).collect();
+        bad.dedup();
+        if !bad.is_empty() {
+            let listed: Vec<String> = bad.iter().map(|c| format!("`{c}`")).collect();
+            broken.push(format!("holds {}, and a package-group name holds only letters, digits, `_` and `-`", listed.join(" ")));
+        }
+        if !broken.is_empty() {
+            self.error("metadata.name", format!("the package-group name {}", broken.join("; it also "))).help = Some(
+                "fewer than 100 letters, digits, underscores and dashes; include a revision, e.g. acme-agent-2-4-linux-r1".into(),
             );
         }
         let platform = match spec.platform {
@@ -584,15 +644,16 @@ impl Context<'_> {
                     Platform::Linux => Platform::Windows,
                     Platform::Windows => Platform::Linux,
                 };
-                let message = if operating_systems(other).contains(&os.as_str()) {
-                    format!("`{os}` is a {other:?} operating system; packages of one platform do not run on the other")
+                let known = operating_systems(platform).join(", ");
+                let (message, help) = if operating_systems(other).contains(&os.as_str()) {
+                    (
+                        format!("`{os}` is a {other:?} operating system; packages of one platform do not run on the other"),
+                        format!("one of {known}; define a second package group for {other:?}"),
+                    )
                 } else {
-                    format!("`{os}` is not a known {platform:?} operating system")
+                    (format!("`{os}` is not a known {platform:?} operating system"), format!("one of {known}"))
                 };
-                self.error(&format!("spec.operatingSystems[{i}]"), message).help = Some(format!(
-                    "one of {}; define a second package group for the other platform",
-                    operating_systems(platform).join(", ")
-                ));
+                self.error(&format!("spec.operatingSystems[{i}]"), message).help = Some(help);
             }
         }
         let artifacts_bucket = self.bucket("spec.artifactsBucket", &spec.artifacts_bucket);
@@ -674,8 +735,14 @@ impl Context<'_> {
         let bytes = match std::fs::read(&source) {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.error(field, format!("cannot read `{}`: {e}", source.display())).help =
-                    Some("package paths are relative to the manifest file that names them".into());
+                let message = match e.kind() {
+                    std::io::ErrorKind::NotFound => format!("the package file `{}` does not exist", source.display()),
+                    _ => format!("cannot read the package file `{}`: {e}", source.display()),
+                };
+                self.error(field, message).help = Some(format!(
+                    "package paths are relative to the directory of the manifest that names them ({})",
+                    self.document.file.display()
+                ));
                 return None;
             }
         };
@@ -703,9 +770,13 @@ impl Context<'_> {
         .into_iter()
         .flatten()
         .collect();
-        let base_image = if written.len() != 1 {
-            self.error("spec.baseImage", format!("exactly one of id, lookup, parameter or image is needed; found {}", if written.is_empty() { "none".to_owned() } else { written.join(", ") }))
+        let base_image = if written.is_empty() {
+            self.error("spec.baseImage", "the base image is not given: exactly one of id, lookup, parameter or image is needed")
                 .help = Some("e.g. `parameter: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64`".into());
+            None
+        } else if written.len() > 1 {
+            self.error("spec.baseImage", format!("{} are given; exactly one of id, lookup, parameter or image is needed", written.join(" and ")))
+                .help = Some(format!("keep one of {} and remove the others", written.join(", ")));
             None
         } else if let Some(id) = &base.id {
             self.check("spec.baseImage.id", AmiId::parse(id)).map(BaseImage::Id)
@@ -799,7 +870,8 @@ impl Context<'_> {
         let scan = match &spec.scan {
             Some(scan) => {
                 if scan.command.is_none() && !scan.builtin {
-                    self.warning("spec.scan", "no scan runs: the built-in scan is off and no command is given");
+                    self.warning("spec.scan", "no scan runs: the built-in scan is off and no command is given").help =
+                        Some("set `builtin: true`, or give a `command` whose non-zero exit fails the build".into());
                 }
                 Scan { command: scan.command.clone(), builtin: scan.builtin }
             }
@@ -869,7 +941,22 @@ impl Context<'_> {
             self.error("spec.regions", "an image copy needs at least one target region").help =
                 Some("e.g. regions: [eu-west-1]".into());
         }
+        // Names are checked where they are written, once each, not once per region that uses them.
+        if let Some(name) = &spec.name {
+            if let Err(e) = check_ami_name(name, 0) {
+                self.error("spec.name", e.to_string());
+            }
+        }
+        for (region, overrides) in &spec.per_region {
+            if let Some(name) = &overrides.name {
+                if let Err(e) = check_ami_name(name, 0) {
+                    self.error(&format!("spec.perRegion.{region}.name"), e.to_string());
+                }
+            }
+        }
         let mut regions = BTreeMap::new();
+        // Regions whose copy would get the spec-level KMS key without being encrypted: one error at `kmsKey`.
+        let mut unencrypted_with_spec_key = Vec::new();
         for (i, region) in spec.regions.iter().enumerate() {
             let field = format!("spec.regions[{i}]");
             let Some(region) = self.check(&field, Region::parse(region)) else { continue };
@@ -881,17 +968,21 @@ impl Context<'_> {
                 kms_key: overrides.and_then(|o| o.kms_key.clone()).or_else(|| spec.kms_key.clone()),
             };
             if settings.kms_key.is_some() && !settings.encrypted {
-                self.error(&field, format!("a KMS key is set for {region} but the copy is not encrypted")).help =
-                    Some("set `encrypted: true` (or per region) or remove `kmsKey`".into());
-            }
-            if let Some(name) = &settings.name {
-                if let Err(e) = check_ami_name(name, 0) {
-                    self.error("spec.name", e.to_string());
+                if overrides.is_some_and(|o| o.kms_key.is_some()) {
+                    self.error(&format!("spec.perRegion.{region}.kmsKey"), format!("a KMS key is set for {region} but the copy there is not encrypted"))
+                        .help = Some(format!("set `encrypted: true` in perRegion.{region} or remove its `kmsKey`"));
+                } else if !unencrypted_with_spec_key.contains(&region) {
+                    unencrypted_with_spec_key.push(region.clone());
                 }
             }
             if regions.insert(region.clone(), settings).is_some() {
-                self.error(&field, format!("{region} is listed twice"));
+                self.error(&field, format!("{region} is listed twice")).help = Some("list each target region once".into());
             }
+        }
+        if !unencrypted_with_spec_key.is_empty() {
+            let listed: Vec<&str> = unencrypted_with_spec_key.iter().map(Region::as_str).collect();
+            self.error("spec.kmsKey", format!("a KMS key is set but the copies to {} are not encrypted", listed.join(", ")))
+                .help = Some("set `encrypted: true` (for all regions, or in perRegion) or remove `kmsKey`".into());
         }
         for region in spec.per_region.keys() {
             if !spec.regions.contains(region) {
@@ -928,8 +1019,9 @@ impl Context<'_> {
             self.error("spec.shareSnapshots", "snapshots of a public image would be public too").help =
                 Some("share snapshots only with accounts: remove `public: true` or `shareSnapshots`".into());
         }
-        if spec.share_snapshots && spec.accounts.is_empty() {
-            self.warning("spec.shareSnapshots", "snapshot sharing applies to accounts, and none are listed");
+        if spec.share_snapshots && spec.accounts.is_empty() && !spec.public {
+            self.warning("spec.shareSnapshots", "snapshot sharing applies to accounts, and none are listed").help =
+                Some("list the `accounts` that may create volumes from the snapshots, or remove `shareSnapshots`".into());
         }
         Some(ImageShare {
             name: m.metadata.name.clone(),
@@ -1025,16 +1117,60 @@ fn check_across_resources(model: &Model, checker: &mut Checker) {
 
 fn check_cycles(model: &Model, checker: &mut Checker) {
     let graph = DependencyGraph::build(model);
-    if let Err(cycle) = graph.order() {
-        let first = &cycle.members[0];
-        let location: Option<Location> = model.origins.get(first).map(|o| o.locate("spec"));
-        let path: Vec<String> = cycle.members.iter().chain(std::iter::once(first)).map(ToString::to_string).collect();
-        let mut diagnostic = Diagnostic::error(format!("dependency cycle: {}", path.join(" → ")))
-            .resource(first)
-            .help("a resource cannot depend on itself, directly or through others; break one of these references");
-        if let Some(location) = location {
-            diagnostic = diagnostic.at(location);
-        }
-        checker.push(diagnostic);
+    let Err(cycle) = graph.order() else { return };
+    // Each member needs the next (the last needs the first): the field and position of each such reference.
+    let hops: Vec<(&ResourceId, Option<String>, Option<Location>)> = cycle
+        .members
+        .iter()
+        .zip(cycle.members.iter().cycle().skip(1))
+        .map(|(member, next)| {
+            let field = model
+                .resources
+                .get(member)
+                .and_then(|r| r.dependencies().into_iter().find(|d| d.on == *next))
+                .map(|d| d.field);
+            let location = model.origins.get(member).map(|o| o.locate(field.as_deref().unwrap_or("spec")));
+            (member, field, location)
+        })
+        .collect();
+    let first = &cycle.members[0];
+    let path: Vec<String> = cycle.members.iter().chain(std::iter::once(first)).map(ToString::to_string).collect();
+    let help = if hops.len() == 1 {
+        "a resource cannot depend on itself; name another resource here".to_owned()
+    } else {
+        // This diagnostic is located at the first reference; the help locates the others.
+        let others: Vec<String> = hops[1..]
+            .iter()
+            .zip(cycle.members.iter().cycle().skip(2))
+            .map(|((member, field, location), next)| {
+                let at = location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default();
+                format!("{member} needs {next} through {}{at}", field.as_deref().unwrap_or("spec"))
+            })
+            .collect();
+        format!(
+            "{}; a resource cannot depend on itself, directly or through others: break one of these references",
+            others.join(", and ")
+        )
+    };
+    let (_, field, location) = &hops[0];
+    let mut diagnostic = Diagnostic::error(format!("dependency cycle: {}", path.join(" → "))).resource(first).help(help);
+    if let Some(field) = field {
+        diagnostic = diagnostic.field(field);
     }
+    if let Some(location) = location.clone() {
+        diagnostic = diagnostic.at(location);
+    }
+    checker.push(diagnostic);
 }
+
+/// `a Role`, `an InstanceProfile`: the article a kind's name takes in a message.
+fn a(kind: Kind) -> String {
+    let article = if kind.as_str().starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
+fn is_reserved_tag(key: &str) -> bool {
+    key.starts_with("imagectl:") || key.starts_with("aws:")
+}
+
+const RESERVED_TAG_HELP: &str = "keys beginning with imagectl: are the ownership tags imagectl writes; aws: keys belong to AWS";

@@ -97,7 +97,7 @@ pub fn parse_file(file: &Path, text: &str, documents: &mut Vec<SourceDocument>, 
                 // A syntax error ends the file: later documents cannot be delimited reliably.
                 let position = e.location().map(|l| Position { line: l.line(), column: l.column() });
                 diagnostics.push(
-                    Diagnostic::error(format!("invalid YAML: {}", strip_location(&e.to_string())))
+                    Diagnostic::error(format!("invalid YAML: {}", syntax_message(&e.to_string(), file)))
                         .at(Location { file: file.to_path_buf(), position }),
                 );
                 return;
@@ -112,12 +112,20 @@ pub fn parse_file(file: &Path, text: &str, documents: &mut Vec<SourceDocument>, 
     }
 }
 
-/// serde_yaml appends " at line L column C" to syntax errors; the location is printed in front instead.
-fn strip_location(message: &str) -> &str {
-    match message.find(" at line ") {
-        Some(cut) => &message[..cut],
-        None => message,
+/// serde_yaml writes "PROBLEM at line L column C, CONTEXT at line L column C". The problem's location is printed in
+/// front of the diagnostic; the context (where the unclosed mapping or quote began) is often where the mistake is,
+/// so it is kept, as `file:line:column` like every other position.
+fn syntax_message(message: &str, file: &Path) -> String {
+    static MARK: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r" at line (\d+) column (\d+)").expect("static pattern"));
+    let Some(first) = MARK.find(message) else { return message.to_owned() };
+    let problem = &message[..first.start()];
+    let rest = message[first.end()..].trim_start_matches(',').trim();
+    if rest.is_empty() {
+        return problem.to_owned();
     }
+    let context = MARK.replace_all(rest, |c: &regex::Captures<'_>| format!(" that begins at {}:{}:{}", file.display(), &c[1], &c[2]));
+    format!("{problem} ({context})")
 }
 
 /// Where a document being parsed sits, for positions in its diagnostics.
@@ -136,7 +144,17 @@ fn parse_document(mut value: Value, document: &Place<'_>) -> Result<Option<Manif
     if value.is_null() {
         return Ok(None); // an empty document, e.g. after a trailing `---`
     }
-    value.apply_merge().map_err(|e| Diagnostic::error(format!("invalid merge key: {e}")).at(document.locate("")))?;
+    value.apply_merge().map_err(|e| {
+        // Point at the first `<<` key: serde_yaml does not say which merge failed.
+        let field = document.positions.first_key_named("<<");
+        let diagnostic = Diagnostic::error(format!("invalid merge key: {e}"))
+            .at(document.locate(field.as_deref().unwrap_or("")))
+            .help("`<<` merges a mapping, e.g. `<<: *defaults` with `defaults: &defaults {…}` written earlier");
+        match field {
+            Some(field) => diagnostic.field(field),
+            None => diagnostic,
+        }
+    })?;
     let Value::Mapping(mut mapping) = value else {
         return Err(Diagnostic::error("a manifest document must be a mapping with apiVersion, kind, metadata and spec")
             .at(document.locate("")));
@@ -167,10 +185,14 @@ fn parse_document(mut value: Value, document: &Place<'_>) -> Result<Option<Manif
         "ImageCopy" => Manifest::ImageCopy(envelope(&kind, value, document)?),
         "ImageShare" => Manifest::ImageShare(envelope(&kind, value, document)?),
         other => {
+            let help = match crate::model::ids::suggest(other, &KINDS) {
+                Some(kinds) => format!("did you mean {kinds}? The kinds are {}", KINDS.join(", ")),
+                None => format!("one of {}", KINDS.join(", ")),
+            };
             return Err(Diagnostic::error(format!("unknown kind `{other}`"))
                 .at(document.locate("kind"))
                 .field("kind")
-                .help(format!("one of {}", KINDS.join(", "))))
+                .help(help))
         }
     };
     Ok(Some(manifest))
@@ -187,10 +209,48 @@ fn envelope<S: DeserializeOwned>(kind: &str, value: Value, document: &Place<'_>)
                 field = if field.is_empty() { unknown } else { format!("{field}.{unknown}") };
             }
         }
-        let diagnostic = Diagnostic::error(message).at(document.locate(&field));
+        let help = serde_help(&message, &field);
+        let mut diagnostic = Diagnostic::error(reword(&message)).at(document.locate(&field));
+        if let Some(help) = help {
+            diagnostic = diagnostic.help(help);
+        }
         let diagnostic = if field.is_empty() { diagnostic } else { diagnostic.field(field) };
         diagnostic.resource(format!("{kind}/{}", name.as_deref().unwrap_or("?")))
     })
+}
+
+/// serde's "unknown variant" is Rust vocabulary; to a manifest author it is a value.
+fn reword(message: &str) -> String {
+    message.replacen("unknown variant", "unknown value", 1)
+}
+
+/// What would be right, for the serde errors whose message alone does not say.
+fn serde_help(message: &str, field: &str) -> Option<String> {
+    if let Some(missing) = backticked_after(message, "missing field `") {
+        let parent = if field.is_empty() { "the document".to_owned() } else { format!("`{field}`") };
+        return Some(format!("add `{missing}:` to {parent}"));
+    }
+    let found_scalar = ["invalid type: integer", "invalid type: floating point", "invalid type: boolean"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if found_scalar && message.ends_with("expected a string") {
+        // An account ID like 111122223333 is read as a number, `true` as a boolean: quoting keeps the text as written.
+        let written = message.split('`').nth(1).unwrap_or("…");
+        return Some(format!("quote the value so that YAML reads it as text: \"{written}\""));
+    }
+    if message.starts_with("invalid type:") {
+        let expected = message.rsplit("expected ").next().unwrap_or_default();
+        let hint = match expected {
+            "a sequence" => "a list: `[a, b]`, or one `- item` per line",
+            "a boolean" => "true or false",
+            "u32" | "u64" | "u16" | "u8" => "a whole number, without quotes",
+            "a map" | "struct" => "a mapping: `{key: value}`, or one `key: value` per line",
+            _ if expected.starts_with("struct ") => "a mapping: `{key: value}`, or one `key: value` per line",
+            _ => return None,
+        };
+        return Some(format!("write {hint}"));
+    }
+    None
 }
 
 fn backticked_after(message: &str, prefix: &str) -> Option<String> {

@@ -38,6 +38,17 @@ impl PositionIndex {
     }
 }
 
+impl PositionIndex {
+    /// The path of the first-written key named `key`, anywhere in the document (e.g. a merge key `<<`).
+    pub fn first_key_named(&self, key: &str) -> Option<String> {
+        self.by_path
+            .iter()
+            .filter(|(path, _)| path.as_str() == key || path.ends_with(&format!(".{key}")))
+            .min_by_key(|(_, position)| **position)
+            .map(|(path, _)| path.clone())
+    }
+}
+
 fn parent_path(path: &str) -> &str {
     match path.rfind(['.', '[']) {
         Some(cut) => &path[..cut],

@@ -128,11 +128,51 @@ static AMI_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9()\[
 impl Region {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         if REGIONS.contains(&s) {
-            Ok(Region(s.to_owned()))
-        } else {
-            Err(invalid(format!("`{s}` is not a known AWS region (e.g. us-east-1, eu-west-1)")))
+            return Ok(Region(s.to_owned()));
         }
+        Err(invalid(match suggest(s, REGIONS) {
+            Some(near) => format!("`{s}` is not a known AWS region; did you mean {near}?"),
+            None => format!("`{s}` is not a known AWS region (e.g. us-east-1, eu-west-1)"),
+        }))
     }
+}
+
+/// What a misspelled `word` most likely meant, as `X` or `X, Y or Z`: the candidates containing it (`Image` →
+/// `PrivateImage`) or within two edits (`eu-wset-2` → `eu-west-2`), the nearest ones all named (`eu-west-4` is as near
+/// to eu-west-1 as to eu-west-3, and picking one would be a guess).
+pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
+    let lower = word.to_ascii_lowercase();
+    let distances: Vec<(usize, &str)> = candidates
+        .iter()
+        .map(|c| {
+            let candidate = c.to_ascii_lowercase();
+            let distance = if lower.len() >= 4 && candidate.contains(&lower) { 1 } else { edit_distance(&lower, &candidate) };
+            (distance, *c)
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .collect();
+    let best = distances.iter().map(|(distance, _)| *distance).min()?;
+    let nearest: Vec<&str> = distances.iter().filter(|(d, _)| *d == best).map(|(_, c)| *c).collect();
+    Some(match nearest.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => return None,
+    })
+}
+
+/// Levenshtein distance; the words compared are short, so the quadratic table is cheap.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 impl AccountId {
@@ -299,6 +339,11 @@ mod tests {
         assert!(AccountId::parse("1111222233").is_err());
         assert!(Region::parse("eu-west-1").is_ok());
         assert!(Region::parse("eu-west-9").is_err());
+        assert!(Region::parse("eu-wset-2").unwrap_err().reason.contains("did you mean eu-west-2?"));
+        assert_eq!(suggest("Image", &["Role", "PrivateImage"]).as_deref(), Some("PrivateImage"));
+        assert_eq!(suggest("bucket", &["Role", "Bucket"]).as_deref(), Some("Bucket"));
+        assert_eq!(suggest("us-east-7", REGIONS).as_deref(), Some("us-east-1 or us-east-2"));
+        assert_eq!(suggest("xyz", &["Role", "Bucket"]), None);
         assert!(check_ami_name("web-base", 20).is_ok());
         assert!(check_ami_name("ab", 0).is_err());
         assert!(check_ami_name("web#base", 0).is_err());

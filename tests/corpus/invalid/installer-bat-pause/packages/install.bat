@@ -1,0 +1,3 @@
+@echo off
+msiexec /i agent.msi /qn
+pause

@@ -1,0 +1,3 @@
+# Installs the agent silently.
+Start-Process msiexec.exe -ArgumentList '/i', 'agent.msi', '/qn' -Wait
+Restart-Computer -Force

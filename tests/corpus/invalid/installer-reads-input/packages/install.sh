@@ -1,0 +1,4 @@
+#!/bin/sh
+set -eu
+read -p 'Install directory? ' prefix
+tar -xzf agent.tar.gz -C "$prefix"

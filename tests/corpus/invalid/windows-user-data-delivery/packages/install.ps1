@@ -1,0 +1,2 @@
+# Installs the agent silently.
+Start-Process msiexec.exe -ArgumentList '/i', 'agent.msi', '/qn' -Wait

@@ -2,6 +2,9 @@
 
 mod support;
 
+#[path = "aws/api.rs"]
+mod api;
+
 use support::Emulator;
 
 #[test]

@@ -32,13 +32,12 @@ impl AwsError {
         match err.as_service_error() {
             Some(service) => {
                 let code = service.code().map(str::to_owned);
-                let message = match service.message() {
-                    Some(m) if !m.is_empty() => m.to_owned(),
-                    // HEAD responses and some S3 errors have no body, hence no message: the status is all there is.
-                    _ => match status {
-                        Some(status) => format!("HTTP {status}"),
-                        None => DisplayErrorContext(&err).to_string(),
-                    },
+                let message = match (service.message(), &code, status) {
+                    (Some(m), _, _) if !m.is_empty() => m.to_owned(),
+                    // HEAD responses have no body, hence no message: the status is all there is.
+                    (_, Some(_), Some(status)) => format!("HTTP {status}"),
+                    // Neither code nor message: an answer the SDK could not make sense of; its own account is best.
+                    _ => DisplayErrorContext(&err).to_string(),
                 };
                 AwsError { operation, code, message }
             }

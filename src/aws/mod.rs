@@ -152,7 +152,6 @@ impl Aws {
     }
 }
 
-
 impl crate::apply::StepRunner for Aws {
     type Error = AwsError;
 

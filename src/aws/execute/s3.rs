@@ -31,12 +31,14 @@ pub(super) async fn create_bucket(aws: &Aws, name: &str, region: &str, tags: &Ta
     let created = match request.send().await.during(&operation) {
         Ok(_) => true,
         Err(e) if e.has_code("BucketAlreadyOwnedByYou") => false,
-        Err(e) if e.has_code("BucketAlreadyExists") => return Err(AwsError {
-            message: format!(
+        Err(e) if e.has_code("BucketAlreadyExists") => {
+            return Err(AwsError {
+                message: format!(
                 "the bucket name {name} is taken by another AWS account (bucket names are global): choose another name"
             ),
-            ..e
-        }),
+                ..e
+            })
+        }
         Err(e) => return Err(e),
     };
     if !created || region == US_EAST_1 {

@@ -288,12 +288,15 @@ impl Context<'_> {
         value: &str,
         expected: Kind,
         external: impl Fn(&str) -> Option<Result<E, InvalidId>>,
-        external_form: &str,
+        outside: Outside<'_>,
     ) -> Option<Ref<E>> {
-        let help = format!(
-            "name {} defined in this stack, or reference one outside it by its AWS identifier ({external_form})",
-            a(expected)
-        );
+        let help = match outside {
+            Outside::Identifier(form) => format!(
+                "name {} defined in this stack, or reference one outside it by its AWS identifier ({form})",
+                a(expected)
+            ),
+            Outside::Note(note) => format!("name {} defined in this stack; {note}", a(expected)),
+        };
         if let Some(parsed) = external(value) {
             return parsed.map(Ref::External).map_err(|e| self.error(field, e.to_string()).help = Some(help)).ok();
         }
@@ -335,7 +338,7 @@ impl Context<'_> {
                     })
                 })
             },
-            &form,
+            Outside::Identifier(&form),
         )
     }
 
@@ -350,7 +353,7 @@ impl Context<'_> {
                     None => Err(InvalidId { reason: format!("`{v}` is not an S3 bucket ARN (arn:aws:s3:::<bucket>)") }),
                 })
             },
-            "arn:aws:s3:::<bucket>",
+            Outside::Identifier("arn:aws:s3:::<bucket>"),
         )
     }
 
@@ -370,7 +373,7 @@ impl Context<'_> {
                     })
                 })
             },
-            "arn:aws:sns:<region>:<account>:<topic>",
+            Outside::Identifier("arn:aws:sns:<region>:<account>:<topic>"),
         )
     }
 
@@ -391,7 +394,7 @@ impl Context<'_> {
             self.error(region_field, "only an external `ami-…` image takes a region")
                 .help = Some("a PrivateImage of the stack is in the region its manifest says; remove this field".into());
         }
-        self.reference(field, value, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, "ami-…")
+        self.reference(field, value, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Identifier("ami-…"))
             .and_then(|r| r.stack_resource().cloned())
             .map(ImageSource::Stack)
     }
@@ -812,12 +815,12 @@ impl Context<'_> {
             }
         } else {
             let image = base.image.as_deref().unwrap_or_default();
-            self.reference("spec.baseImage.image", image, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, "use `id:` for an AMI outside the stack")
+            self.reference("spec.baseImage.image", image, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Note("an AMI outside the stack is given with `id:`, `lookup:` or `parameter:` instead"))
                 .and_then(|r| r.stack_resource().cloned())
                 .map(BaseImage::Image)
         };
         let package_group = self
-            .reference("spec.packageGroup", &spec.package_group, Kind::PackageGroup, |_| None::<Result<(), InvalidId>>, "package groups are always defined in the stack")
+            .reference("spec.packageGroup", &spec.package_group, Kind::PackageGroup, |_| None::<Result<(), InvalidId>>, Outside::Note("package groups are always defined in the stack"))
             .and_then(|r| r.stack_resource().cloned());
         let instance_profile = self.iam_arn("spec.instanceProfile", &spec.instance_profile, Kind::InstanceProfile, "instance-profile");
         let automation_role = self.iam_arn("spec.automationRole", &spec.automation_role, Kind::Role, "role");
@@ -1161,6 +1164,14 @@ fn check_cycles(model: &Model, checker: &mut Checker) {
         diagnostic = diagnostic.at(location);
     }
     checker.push(diagnostic);
+}
+
+/// How a reference field names a resource outside the stack, for the help of a reference that resolves to nothing.
+enum Outside<'a> {
+    /// By this form of AWS identifier.
+    Identifier(&'a str),
+    /// It cannot; this says what to do instead.
+    Note(&'a str),
 }
 
 /// `a Role`, `an InstanceProfile`: the article a kind's name takes in a message.

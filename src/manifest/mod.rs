@@ -75,12 +75,29 @@ pub fn load(files: &[PathBuf]) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
     let mut documents = Vec::new();
     let mut diagnostics = Vec::new();
     for file in files {
-        match std::fs::read_to_string(file) {
-            Ok(text) => parse_file(file, &text, &mut documents, &mut diagnostics),
-            Err(e) => diagnostics.push(
-                Diagnostic::error(format!("cannot read the file: {e}"))
-                    .at(Location { file: file.clone(), position: None }),
-            ),
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                diagnostics.push(
+                    Diagnostic::error(format!("cannot read the file: {e}")).at(Location { file: file.clone(), position: None }),
+                );
+                continue;
+            }
+        };
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => parse_file(file, text, &mut documents, &mut diagnostics),
+            Err(e) => {
+                // Point at the first byte that is not UTF-8: an editor's "save as" in a legacy encoding leaves one
+                // in a comment or description, and the file looks fine on screen.
+                let valid = String::from_utf8_lossy(&bytes[..e.valid_up_to()]);
+                let line = valid.matches('\n').count() + 1;
+                let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+                diagnostics.push(
+                    Diagnostic::error(format!("the file is not UTF-8 text: byte 0x{:02x} is not valid UTF-8", bytes[e.valid_up_to()]))
+                        .at(Location { file: file.clone(), position: Some(Position { line, column }) })
+                        .help("save the file as UTF-8; manifests are YAML, which is read as UTF-8"),
+                );
+            }
         }
     }
     (documents, diagnostics)

@@ -247,6 +247,46 @@ fn schema_accepts_every_example_document() {
     assert!(checked >= 13, "only {checked} example documents were checked");
 }
 
+/// Every object the schema describes field by field is closed (`additionalProperties: false`), like the parser's
+/// `deny_unknown_fields`: each kind's variant of the `oneOf`, its spec and every nested mapping. Open maps (tags,
+/// policy documents, perRegion) have no `properties` and are not concerned.
+#[test]
+fn every_object_in_the_schema_is_closed() {
+    fn walk(node: &serde_json::Value, path: &str, closed: &mut Vec<String>, open: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("properties") {
+                    match map.get("additionalProperties") {
+                        Some(serde_json::Value::Bool(false)) => closed.push(path.to_owned()),
+                        _ => open.push(path.to_owned()),
+                    }
+                }
+                for (key, value) in map {
+                    walk(value, &format!("{path}/{key}"), closed, open);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, value) in items.iter().enumerate() {
+                    walk(value, &format!("{path}/{i}"), closed, open);
+                }
+            }
+            _ => {}
+        }
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(SCHEMA_FILE)).unwrap()).unwrap();
+    let (mut closed, mut open) = (Vec::new(), Vec::new());
+    walk(&schema, "#", &mut closed, &mut open);
+    assert!(open.is_empty(), "objects that accept unknown fields: {open:?}");
+    let variants = schema["oneOf"].as_array().expect("the manifest is a oneOf of kinds");
+    assert_eq!(variants.len(), 9, "one variant per kind");
+    for variant in variants {
+        assert_eq!(variant["properties"]["kind"]["const"].as_str().map(|_| ()), Some(()), "each variant fixes `kind`: {variant}");
+        assert_eq!(variant["additionalProperties"], false, "{variant}");
+    }
+    assert!(closed.len() >= 25, "only {} closed objects: {closed:?}", closed.len());
+}
+
 /// The reference stack's document of `kind` named `name`, as JSON.
 fn reference_document(kind: &str, name: &str) -> serde_json::Value {
     for file in ["stack.yaml", "iam.yaml", "storage.yaml", "images.yaml"] {

@@ -63,7 +63,7 @@ fn mistake(case: &Path) -> String {
 
 /// A diagnostic's first line: `file:line:column: error|warning: …`.
 static LOCATED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[^\s:]+\.(yaml|yml|sh|ps1|bat):\d+:\d+: (error|warning): \S").unwrap());
+    LazyLock::new(|| Regex::new(r"^[^\s:]+\.(yaml|yml|sh|run|ps1|bat|cmd):\d+:\d+: (error|warning): \S").unwrap());
 static SUMMARY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d+ errors? in the manifests$").unwrap());
 
 /// Checks the shape of `validate`'s stderr on invalid input: every diagnostic is located, the last line counts the

@@ -159,3 +159,20 @@ impl crate::apply::StepRunner for Aws {
         self.execute(step)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The executor shares one `Aws` across tasks and spawns its futures: all must be `Send`, the handle `Sync`.
+    #[allow(dead_code)]
+    fn handles_and_futures_cross_threads(aws: &Aws, scope: &ReadScope, step: &Step) {
+        fn send<T: Send>(_: T) {}
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<Aws>();
+        send(aws.read_live(scope));
+        send(aws.execute(step));
+        send(aws.account_id());
+        send(Aws::connect(&ConnectOptions::default()));
+    }
+}

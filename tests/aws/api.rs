@@ -422,7 +422,8 @@ fn creates_refuse_same_named_resources_the_stack_does_not_own() {
 fn read_live_batches_its_requests() {
     with_emulator(|emulator, aws| async move {
         run_all(&aws, &create_steps()).await;
-        // Another stack's role and a topic of nobody's: listed with the rest, at no extra call for the role.
+        // Another stack's role, a profile and a topic of nobody's: listed with the rest, at no extra call for the
+        // role.
         run_all(
             &aws,
             &[
@@ -434,6 +435,8 @@ fn read_live_batches_its_requests() {
                     max_session_duration: None,
                     tags: tags(&[(STACK_TAG, "db")]),
                 },
+                // Made by hand, untagged: its listing carries no tags, so they are asked for.
+                Step::CreateInstanceProfile { name: "manual".into(), path: "/".into(), tags: Tags::new() },
                 Step::CreateTopic {
                     name: "alarms".into(),
                     region: region("eu-west-1"),
@@ -449,12 +452,13 @@ fn read_live_batches_its_requests() {
         aws.read_live(&stack_scope()).await.unwrap();
         let requests = emulator.request_count() - before;
         // Account (STS): cached per connection, 0 here.
-        // IAM: GetAccountAuthorizationDetails 1 + ListRoles 1 + ListInstanceProfiles 1 (its tags came with it).
+        // IAM: GetAccountAuthorizationDetails 1 + ListRoles 1 + ListInstanceProfiles 1 (the emulator lists tags,
+        //      AWS does not) + GetInstanceProfile for the one profile listed without tags.
         // S3: ListBuckets 1 + per bucket (2) GetBucketLocation (the emulator's listing lacks BucketRegion) and
         //     GetBucketTagging, + per named bucket 4 settings = 1 + 2×2 + 2×4.
         // SNS, per region (2): ListTopics + ListSubscriptions, + ListTagsForResource per topic (2) and
         //     GetTopicAttributes per kept topic (1) = 2×2 + 2 + 1.
-        let expected = 3 + (1 + 2 * 2 + 2 * 4) + (2 * 2 + 2 + 1);
+        let expected = 4 + (1 + 2 * 2 + 2 * 4) + (2 * 2 + 2 + 1);
         assert_eq!(requests, expected, "read_live made {requests} requests");
 
         let before = emulator.request_count();

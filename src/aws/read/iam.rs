@@ -3,8 +3,8 @@
 //! Roles: `GetAccountAuthorizationDetails` (Filter=Role) gives trust policy, inline and managed policies and
 //! tags of every role, 1,000 per page. Its `RoleDetail` has no description or maximum session duration; `ListRoles`
 //! adds them at one call per 1,000 roles of the account, where `GetRole` would cost one call per role kept.
-//! Instance profiles: `ListInstanceProfiles`; AWS leaves tags out of that listing, so `ListInstanceProfileTags`
-//! runs per profile whose listing carried none.
+//! Instance profiles: `ListInstanceProfiles`; AWS leaves tags out of that listing, so `GetInstanceProfile` runs per
+//! profile whose listing carried none (one call, as `ListInstanceProfileTags` would be, which the emulator lacks).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -118,15 +118,15 @@ async fn read_instance_profiles(
     // Ownership is in the tags, so every untagged-looking profile of the account needs its tags read.
     let with_tags = try_join_all(listed.into_iter().map(|mut profile| async move {
         if profile.tags.is_empty() {
-            let request = aws.iam().list_instance_profile_tags().instance_profile_name(&profile.name).max_items(PAGE);
+            let request = aws.iam().get_instance_profile().instance_profile_name(&profile.name);
             let answer = aws
                 .limited(request.send())
                 .await
-                .during(format_args!("ListInstanceProfileTags {}", profile.name))
+                .during(format_args!("GetInstanceProfile {}", profile.name))
                 // Deleted since it was listed.
                 .absent_on(&["NoSuchEntity"])?;
             let Some(answer) = answer else { return Ok(None) };
-            profile.tags = tags(answer.tags());
+            profile.tags = tags(answer.instance_profile().map(|p| p.tags()).unwrap_or_default());
         }
         Ok::<_, AwsError>(Some(profile))
     }))

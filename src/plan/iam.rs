@@ -112,7 +112,8 @@ impl Planner<'_> {
         let duration_changed = role.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION)
             != live.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION);
         if description_changed {
-            fields.push(FieldChange::new("description", live.description.as_ref().map(|d| json!(d)), Some(json!(role.description.clone().unwrap_or_default()))));
+            let before = live.description.as_ref().filter(|d| !d.is_empty()).map(|d| json!(d));
+            fields.push(FieldChange::new("description", before, role.description.as_ref().map(|d| json!(d))));
         }
         if duration_changed {
             fields.push(FieldChange::new(

@@ -137,6 +137,16 @@ fn render_field(out: &mut String, field: &FieldChange, width: usize, action: Act
     let name = format!("{:<width$}", field.field);
     let forces = if field.forces_replacement { palette.paint(palette.delete, "  # forces replacement") } else { String::new() };
     match (&field.before, &field.after) {
+        (Some(Value::Array(before)), Some(Value::Array(after))) if all_scalars(before) && all_scalars(after) => {
+            // Sets (policy ARNs, subscriptions): list what leaves and what arrives, not the whole list twice.
+            let _ = writeln!(out, "{indent}{} {}:", palette.paint(style, sign), field.field);
+            for gone in before.iter().filter(|v| !after.contains(v)) {
+                let _ = writeln!(out, "          {}", palette.paint(palette.delete, &format!("- {}", scalar(gone))));
+            }
+            for new in after.iter().filter(|v| !before.contains(v)) {
+                let _ = writeln!(out, "          {}", palette.paint(palette.create, &format!("+ {}", scalar(new))));
+            }
+        }
         (Some(before), Some(after)) if is_document(before) || is_document(after) => {
             let _ = writeln!(out, "{indent}{} {}:", palette.paint(style, sign), field.field);
             render_document_diff(out, before, after, palette);
@@ -158,6 +168,10 @@ fn is_document(value: &Value) -> bool {
         Value::Array(items) => items.iter().any(|v| v.is_object() || v.is_array()) || items.len() > 3,
         _ => false,
     }
+}
+
+fn all_scalars(items: &[Value]) -> bool {
+    items.iter().all(|v| !v.is_object() && !v.is_array())
 }
 
 fn scalar(value: &Value) -> String {

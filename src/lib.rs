@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod aws;
+pub mod build;
 pub mod diagnostics;
 pub mod graph;
 pub mod installer_lint;

@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{AccountId, BucketEncryption, Model, Ref, Region, Resource, ResourceId, Subscription, Tags};
+use crate::build::{InstanceResult, InstanceStatus, PackageGroupRecord};
+use crate::model::{
+    AccountId, AmiId, BaseImage, BucketEncryption, Model, PrivateImage, Ref, Region, Resource, ResourceId, Subscription, Tags,
+};
 
 /// Tag keys that mark what imagectl owns.
 pub const STACK_TAG: &str = "imagectl:stack";
@@ -32,6 +35,10 @@ pub struct ReadScope {
     pub external_topics: BTreeSet<String>,
     /// Count objects of the stack's buckets (needed only when a bucket may be deleted).
     pub count_bucket_objects: bool,
+    /// Base images of the stack's PrivateImages, resolved to AMI IDs.
+    pub base_images: BTreeSet<BaseImageQuery>,
+    /// Package groups (name → artifacts bucket) whose name records and uploaded packages are read.
+    pub package_groups: BTreeMap<String, String>,
 }
 
 impl ReadScope {
@@ -58,12 +65,20 @@ impl ReadScope {
                     }
                 }
                 Resource::PackageGroup(g) => {
-                    if let Ref::External(bucket) = &g.artifacts_bucket {
-                        scope.external_buckets.insert(bucket.to_string());
-                    }
+                    let bucket = match &g.artifacts_bucket {
+                        Ref::External(bucket) => {
+                            scope.external_buckets.insert(bucket.to_string());
+                            bucket.to_string()
+                        }
+                        Ref::Stack(id) => id.name.clone(),
+                    };
+                    scope.package_groups.insert(g.name.clone(), bucket);
                 }
                 Resource::PrivateImage(i) => {
                     scope.regions.insert(i.region.clone());
+                    if let Some(query) = BaseImageQuery::for_image(i) {
+                        scope.base_images.insert(query);
+                    }
                     if let Ref::External(arn) = &i.instance_profile {
                         scope.external_instance_profiles.insert(arn.to_string());
                     }
@@ -97,6 +112,98 @@ pub struct LiveState {
     pub topics: BTreeMap<Region, BTreeMap<String, LiveTopic>>,
     /// External references and whether they exist, keyed as written (ARN or bucket name).
     pub external: BTreeMap<String, bool>,
+    /// Base images resolved, by `BaseImageQuery::key()`; absent when nothing matched.
+    pub base_images: BTreeMap<String, LiveBaseImage>,
+    /// Images this stack owns (tag `imagectl:stack`), in every region of the scope.
+    pub images: Vec<LiveImage>,
+    /// Build instances this stack owns that are not terminated.
+    pub build_instances: Vec<LiveBuildInstance>,
+    /// Package-group records by group name (None: the name was never used).
+    pub package_groups: BTreeMap<String, Option<PackageGroupRecord>>,
+    /// Content-addressed package keys already present, per artifacts bucket.
+    pub packages_present: BTreeMap<String, BTreeSet<String>>,
+    /// Reports of builds that have no image yet, by build ID.
+    pub build_reports: BTreeMap<String, BuildReports>,
+}
+
+/// How to find a base image; resolved at plan time, so the plan names the exact AMI.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BaseImageQuery {
+    Id { region: Region, id: AmiId },
+    /// The newest image of these owners whose name matches the pattern.
+    Lookup { region: Region, owners: Vec<String>, name: String, architecture: Option<String> },
+    /// An SSM parameter holding an AMI ID.
+    Parameter { region: Region, name: String },
+}
+
+impl BaseImageQuery {
+    /// The query for a PrivateImage's base; None when the base is another PrivateImage of the stack.
+    pub fn for_image(image: &PrivateImage) -> Option<Self> {
+        let region = image.region.clone();
+        match &image.base_image {
+            BaseImage::Id(id) => Some(BaseImageQuery::Id { region, id: id.clone() }),
+            BaseImage::Lookup { owners, name, architecture } => Some(BaseImageQuery::Lookup {
+                region,
+                owners: owners.clone(),
+                name: name.clone(),
+                architecture: architecture.clone(),
+            }),
+            BaseImage::Parameter(name) => Some(BaseImageQuery::Parameter { region, name: name.clone() }),
+            BaseImage::Image(_) => None,
+        }
+    }
+
+    /// The key in `LiveState::base_images`.
+    pub fn key(&self) -> String {
+        serde_json::to_string(self).expect("queries serialize")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveBaseImage {
+    pub id: AmiId,
+    pub name: String,
+    /// `available`, `pending`, `deprecated`…
+    pub state: String,
+    /// `windows`, or None for Linux/UNIX.
+    pub platform: Option<String>,
+    pub architecture: String,
+    pub root_device_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveImage {
+    pub id: String,
+    pub region: Region,
+    pub name: String,
+    pub state: String,
+    pub description: Option<String>,
+    /// RFC 3339.
+    pub creation_date: String,
+    pub snapshot_ids: Vec<String>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveBuildInstance {
+    pub id: String,
+    pub region: Region,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`.
+    pub state: String,
+    pub launch_time: String,
+    pub tags: Tags,
+}
+
+/// What a build's instance has written to the logs bucket so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildReports {
+    pub status: Option<InstanceStatus>,
+    pub result: Option<InstanceResult>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -390,7 +390,8 @@ pub struct Scan {
     pub builtin: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BlockDevice {
     pub device_name: String,
     pub volume_size: Option<u32>,

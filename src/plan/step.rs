@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use std::path::PathBuf;
+
+use crate::build::{BuildPlan, PackageGroupRecord};
 use crate::model::{BucketEncryption, Region, Tags};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,21 @@ pub enum Step {
     TagTopic { topic_arn: String, region: Region, tags: Tags },
     UntagTopic { topic_arn: String, region: Region, keys: Vec<String> },
     DeleteTopic { topic_arn: String, region: Region },
+
+    // Package groups.
+    /// Uploads a package file to its content-addressed key; an object already there with the same checksum counts
+    /// as uploaded.
+    UploadPackage { bucket: String, region: Region, key: String, source: PathBuf, sha256: String },
+    /// Writes the record binding a package-group name to its content with a conditional write (`If-None-Match`):
+    /// an existing record with the same digest counts as written; one with another digest fails the step.
+    BindPackageGroup { bucket: String, region: Region, key: String, record: PackageGroupRecord },
+
+    // Images.
+    /// Runs or resumes one build, found by its build ID: launch, install, scan, capture, terminate.
+    BuildImage { build: Box<BuildPlan>, wait: bool },
+    TagImage { image_id: String, region: Region, tags: Tags },
+    UntagImage { image_id: String, region: Region, keys: Vec<String> },
+    SetImageDescription { image_id: String, region: Region, description: String },
 }
 
 impl Step {
@@ -105,6 +123,12 @@ impl Step {
             Step::TagTopic { topic_arn, .. } => format!("tag topic {topic_arn}"),
             Step::UntagTopic { topic_arn, .. } => format!("untag topic {topic_arn}"),
             Step::DeleteTopic { topic_arn, .. } => format!("delete topic {topic_arn}"),
+            Step::UploadPackage { bucket, key, .. } => format!("upload s3://{bucket}/{key}"),
+            Step::BindPackageGroup { record, .. } => format!("bind package group {} to its content", record.name),
+            Step::BuildImage { build, .. } => format!("build {} ({})", build.build_id, build.ami_name),
+            Step::TagImage { image_id, .. } => format!("tag image {image_id}"),
+            Step::UntagImage { image_id, .. } => format!("untag image {image_id}"),
+            Step::SetImageDescription { image_id, .. } => format!("set description of {image_id}"),
         }
     }
 }

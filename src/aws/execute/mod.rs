@@ -69,6 +69,12 @@ pub(super) async fn execute(aws: &Aws, step: &Step) -> Result<(), AwsError> {
         Step::TagTopic { topic_arn, region, tags } => sns::tag_topic(aws, topic_arn, region.as_str(), tags).await,
         Step::UntagTopic { topic_arn, region, keys } => sns::untag_topic(aws, topic_arn, region.as_str(), keys).await,
         Step::DeleteTopic { topic_arn, region } => sns::delete_topic(aws, topic_arn, region.as_str()).await,
+        Step::UploadPackage { .. }
+        | Step::BindPackageGroup { .. }
+        | Step::BuildImage { .. }
+        | Step::TagImage { .. }
+        | Step::UntagImage { .. }
+        | Step::SetImageDescription { .. } => Err(AwsError::new(step.describe(), None, "image steps are not implemented yet")),
     }
 }
 

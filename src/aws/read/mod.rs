@@ -33,6 +33,7 @@ pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState,
         buckets: s3.buckets,
         topics: sns.topics,
         external,
+        ..LiveState::default()
     })
 }
 

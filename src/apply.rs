@@ -135,7 +135,7 @@ mod tests {
 
     use super::*;
     use crate::model::Kind;
-    use crate::plan::{Mode, PlanInputs, PlanOptions, FORMAT_VERSION};
+    use crate::plan::{PlanInputs, PlanOptions, FORMAT_VERSION};
 
     /// Records the order steps ran in and fails the steps it is told to; the scheduling is what is under test.
     struct Recorder {
@@ -173,7 +173,7 @@ mod tests {
             format_version: FORMAT_VERSION,
             stack: "s".into(),
             account: None,
-            options: PlanOptions { mode: Mode::Apply, prune: false, targets: BTreeSet::new() },
+            options: PlanOptions::default(),
             changes,
             conflicts: Vec::new(),
             notes: Vec::new(),

@@ -19,8 +19,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-pub fn options(mode: Mode, prune: bool, targets: Vec<ResourceId>) -> PlanOptions {
-    PlanOptions { mode, prune, targets: targets.into_iter().collect::<BTreeSet<_>>() }
+pub fn options(mode: Mode, prune: bool, targets: Vec<ResourceId>, no_wait: bool) -> PlanOptions {
+    PlanOptions { mode, prune, targets: targets.into_iter().collect::<BTreeSet<_>>(), no_wait }
 }
 
 /// Manifests to plan from, and how.

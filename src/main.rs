@@ -101,6 +101,9 @@ enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long)]
         auto_approve: bool,
+        /// Start image builds and return; a later apply (or the scheduled job) finishes them, `status` follows them.
+        #[arg(long, conflicts_with = "plan")]
+        no_wait: bool,
         /// How many resources to change at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
@@ -180,16 +183,16 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Plan { scope, prune, output, out, detailed_exitcode } => {
             let request = commands::PlanRequest {
                 paths: scope.paths,
-                options: commands::options(imagectl::plan::Mode::Apply, prune, scope.targets),
+                options: commands::options(imagectl::plan::Mode::Apply, prune, scope.targets, false),
             };
             commands::runtime()?.block_on(commands::plan(&cli.aws.into(), request, output == OutputFormat::Json, out, detailed_exitcode))
         }
-        Command::Apply { scope, prune, plan, auto_approve, parallelism } => {
+        Command::Apply { scope, prune, plan, auto_approve, parallelism, no_wait } => {
             let source = match plan {
                 Some(file) => commands::PlanSource::Saved(file),
                 None => commands::PlanSource::Fresh(commands::PlanRequest {
                     paths: scope.paths,
-                    options: commands::options(imagectl::plan::Mode::Apply, prune, scope.targets),
+                    options: commands::options(imagectl::plan::Mode::Apply, prune, scope.targets, no_wait),
                 }),
             };
             commands::runtime()?.block_on(commands::apply(&cli.aws.into(), source, auto_approve, parallelism.into()))
@@ -197,7 +200,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Destroy { scope, auto_approve, parallelism } => {
             let source = commands::PlanSource::Fresh(commands::PlanRequest {
                 paths: scope.paths,
-                options: commands::options(imagectl::plan::Mode::Destroy, false, scope.targets),
+                options: commands::options(imagectl::plan::Mode::Destroy, false, scope.targets, false),
             });
             commands::runtime()?.block_on(commands::apply(&cli.aws.into(), source, auto_approve, parallelism.into()))
         }

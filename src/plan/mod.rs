@@ -5,6 +5,7 @@
 
 mod bucket;
 mod iam;
+mod image;
 pub mod policy;
 pub mod render;
 pub mod step;
@@ -46,11 +47,14 @@ pub struct PlanOptions {
     pub prune: bool,
     /// Only these resources (with their dependencies; with their dependents for destroy).
     pub targets: BTreeSet<ResourceId>,
+    /// Start image builds and return without waiting for them (`apply --no-wait`); a later apply finishes them.
+    #[serde(default)]
+    pub no_wait: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { mode: Mode::Apply, prune: false, targets: BTreeSet::new() }
+        PlanOptions { mode: Mode::Apply, prune: false, targets: BTreeSet::new(), no_wait: false }
     }
 }
 
@@ -149,7 +153,7 @@ impl Plan {
 
 /// References to AWS resources outside the stack that do not exist: the plan cannot be made.
 #[derive(Debug, thiserror::Error)]
-#[error("the plan cannot be made: {} problem(s) with references to AWS", .diagnostics.len())]
+#[error("the plan cannot be made: {} problem(s) found in AWS", .diagnostics.len())]
 pub struct PlanError {
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -180,12 +184,18 @@ pub fn plan(model: &Model, live: &LiveState, options: &PlanOptions, paths: &[Pat
         notes: Vec::new(),
         unchanged: 0,
         live_digests: BTreeMap::new(),
+        refusals: Vec::new(),
     };
     planner.roles();
     planner.instance_profiles();
     planner.buckets();
     planner.topics();
+    planner.package_groups();
+    planner.private_images();
     planner.kinds_not_planned_yet();
+    if !planner.refusals.is_empty() {
+        return Err(PlanError { diagnostics: planner.refusals });
+    }
     planner.link_dependencies(&graph);
     let changes = execution_order(planner.changes);
     Ok(Plan {
@@ -314,6 +324,8 @@ struct Planner<'a> {
     notes: Vec<Note>,
     unchanged: usize,
     live_digests: BTreeMap<ResourceId, Option<String>>,
+    /// Problems that make the plan impossible (a reused package-group name, a base image that does not exist).
+    refusals: Vec<Diagnostic>,
 }
 
 impl<'a> Planner<'a> {
@@ -425,12 +437,12 @@ impl<'a> Planner<'a> {
             .model
             .resources
             .keys()
-            .filter(|id| matches!(id.kind, Kind::PackageGroup | Kind::PrivateImage | Kind::ImageCopy | Kind::ImageShare))
+            .filter(|id| matches!(id.kind, Kind::ImageCopy | Kind::ImageShare))
             .filter(|id| self.in_scope(id))
             .cloned()
             .collect();
         for id in pending {
-            self.note(&id, "not planned: this release plans roles, instance profiles, buckets and topics only");
+            self.note(&id, "not planned: cross-region copies and launch permissions come in a later release");
         }
     }
 

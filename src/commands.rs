@@ -202,3 +202,16 @@ fn print_progress(event: Event<'_>) {
         },
     }
 }
+
+pub async fn status(connect: &ConnectOptions, paths: &[PathBuf], json: bool) -> Result<u8> {
+    let validated = imagectl::load_stack(paths)?;
+    let aws = Aws::connect(connect).await?;
+    let live = aws.read_live(&ReadScope::for_model(&validated.model, false)).await.context("cannot read the live state")?;
+    let statuses = imagectl::status::images(&validated.model, &live);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        print!("{}", imagectl::status::render(&statuses));
+    }
+    Ok(exit::OK)
+}

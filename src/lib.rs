@@ -14,6 +14,7 @@ pub mod live;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;

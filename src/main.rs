@@ -108,6 +108,14 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
         parallelism: u16,
     },
+    /// Show each image's current AMI and the state of its latest build (Building, Scanning, Successful, Issues
+    /// Found, Investigating).
+    Status {
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Delete everything the stack owns, in reverse dependency order.
     Destroy {
         #[command(flatten)]
@@ -196,6 +204,9 @@ fn run(cli: Cli) -> Result<u8> {
                 }),
             };
             commands::runtime()?.block_on(commands::apply(&cli.aws.into(), source, auto_approve, parallelism.into()))
+        }
+        Command::Status { paths, output } => {
+            commands::runtime()?.block_on(commands::status(&cli.aws.into(), &paths, output == OutputFormat::Json))
         }
         Command::Destroy { scope, auto_approve, parallelism } => {
             let source = commands::PlanSource::Fresh(commands::PlanRequest {

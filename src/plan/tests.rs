@@ -8,7 +8,7 @@ use serde_json::json;
 use super::render::{self, Palette};
 use super::*;
 use crate::live::{BucketSettings, LiveBucket, LiveInstanceProfile, LiveRole, LiveState, LiveTopic};
-use crate::model::{AccountId, Subscription};
+use crate::model::{AccountId, AmiId, Subscription};
 
 const STACK: &str = r#"
 apiVersion: imagectl/v1
@@ -297,4 +297,267 @@ fn the_live_digest_changes_when_the_live_object_does() {
     assert_ne!(before.inputs.live[&role], after.inputs.live[&role]);
     let bucket = ResourceId::new(Kind::Bucket, "golden-logs");
     assert_eq!(before.inputs.live[&bucket], after.inputs.live[&bucket]);
+}
+
+// ---- Package groups and private images ----
+
+const IMAGE_STACK: &str = r#"
+apiVersion: imagectl/v1
+kind: Stack
+metadata: {name: golden}
+spec: {region: us-east-1}
+---
+apiVersion: imagectl/v1
+kind: Role
+metadata: {name: automation}
+spec: {assumedBy: [ssm.amazonaws.com]}
+---
+apiVersion: imagectl/v1
+kind: Role
+metadata: {name: build}
+spec: {assumedBy: [ec2.amazonaws.com]}
+---
+apiVersion: imagectl/v1
+kind: InstanceProfile
+metadata: {name: build}
+spec: {role: build}
+---
+apiVersion: imagectl/v1
+kind: Bucket
+metadata: {name: golden-logs}
+spec: {}
+---
+apiVersion: imagectl/v1
+kind: Bucket
+metadata: {name: golden-artifacts}
+spec: {}
+---
+apiVersion: imagectl/v1
+kind: PackageGroup
+metadata: {name: acme-agent-r1}
+spec:
+  platform: linux
+  operatingSystems: [amazon-linux-2023]
+  artifactsBucket: golden-artifacts
+  packages:
+    - path: packages/acme-agent-2.4.0.tar.gz
+    - {path: packages/install.sh, installer: true}
+---
+apiVersion: imagectl/v1
+kind: PrivateImage
+metadata: {name: web-base}
+spec:
+  baseImage: {lookup: {owners: [amazon], name: "al2023-ami-*-x86_64"}}
+  packageGroup: acme-agent-r1
+  instanceProfile: build
+  automationRole: automation
+  logsBucket: golden-logs
+  imageName: web-base
+  tags: {tier: web}
+"#;
+
+/// Parsed as if it sat in examples/golden-image, so that its package paths resolve to the example's files.
+fn image_model(text: &str) -> Model {
+    let mut documents = Vec::new();
+    let mut problems = Vec::new();
+    crate::manifest::parse_file(Path::new("examples/golden-image/test.yaml"), text, &mut documents, &mut problems);
+    crate::validate::validate(&documents, problems).expect("valid manifests").model
+}
+
+fn base_query(model: &Model) -> crate::live::BaseImageQuery {
+    let Some(Resource::PrivateImage(image)) = model.resources.get(&ResourceId::new(Kind::PrivateImage, "web-base")) else {
+        panic!("web-base is in the stack")
+    };
+    crate::live::BaseImageQuery::for_image(image).expect("a lookup")
+}
+
+fn with_base(model: &Model, id: &str, platform: Option<&str>) -> LiveState {
+    let mut live = empty_account();
+    live.base_images.insert(
+        base_query(model).key(),
+        crate::live::LiveBaseImage {
+            id: AmiId::parse(id).unwrap(),
+            name: "al2023-ami-2023.6-x86_64".into(),
+            state: "available".into(),
+            platform: platform.map(str::to_owned),
+            architecture: "x86_64".into(),
+            root_device_type: "ebs".into(),
+        },
+    );
+    live
+}
+
+fn build_of(plan: &Plan) -> &crate::build::BuildPlan {
+    plan.changes
+        .iter()
+        .find_map(|c| match &c.steps[..] {
+            [Step::BuildImage { build, .. }] => Some(build.as_ref()),
+            _ => None,
+        })
+        .expect("a build is planned")
+}
+
+/// The live image a successful build of `plan` leaves behind.
+fn image_built_by(plan: &crate::build::BuildPlan, id: &str) -> crate::live::LiveImage {
+    crate::live::LiveImage {
+        id: id.into(),
+        region: plan.region.clone(),
+        name: plan.ami_name.clone(),
+        state: "available".into(),
+        description: None,
+        creation_date: "2026-11-24T00:00:00Z".into(),
+        snapshot_ids: vec!["snap-1".into()],
+        tags: plan.tags.clone(),
+    }
+}
+
+fn bound(model: &Model, live: &mut LiveState) {
+    let Some(Resource::PackageGroup(group)) = model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1")) else {
+        panic!("group")
+    };
+    live.package_groups.insert(
+        group.name.clone(),
+        Some(crate::build::PackageGroupRecord {
+            name: group.name.clone(),
+            content_digest: group.content_digest.clone(),
+            packages: BTreeMap::new(),
+            installer: "install.sh".into(),
+            stack: "golden".into(),
+        }),
+    );
+    let keys = group.packages.iter().map(|p| crate::build::package_key(&p.sha256, &p.file_name)).collect();
+    live.packages_present.insert("golden-artifacts".into(), keys);
+}
+
+#[test]
+fn a_new_image_uploads_its_packages_binds_the_group_and_builds_after_its_dependencies() {
+    let model = image_model(IMAGE_STACK);
+    let plan = make(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None), PlanOptions::default());
+    let group = plan.changes.iter().find(|c| c.resource.kind == Kind::PackageGroup).expect("group planned");
+    assert!(matches!(&group.steps[..], [Step::UploadPackage { .. }, Step::UploadPackage { .. }, Step::BindPackageGroup { .. }]));
+    let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).expect("image planned");
+    assert_eq!(image.action, Action::Create);
+    for needed in ["PackageGroup/acme-agent-r1", "InstanceProfile/build", "Role/automation", "Bucket/golden-logs"] {
+        assert!(image.after.iter().any(|a| a.to_string() == needed), "{needed} in {:?}", image.after);
+    }
+    let build = build_of(&plan);
+    assert_eq!(build.base_image.as_str(), "ami-0aaaaaaaaaaaaaaaa");
+    assert_eq!(build.revision, 1);
+    assert!(build.ami_name.starts_with("web-base-r0001-"), "{}", build.ami_name);
+    assert_eq!(build.automation_role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/automation"));
+    assert_eq!(build.tags.get("imagectl:resource").map(String::as_str), Some("PrivateImage/web-base"));
+    assert_eq!(build.tags.get("tier").map(String::as_str), Some("web"));
+    assert_eq!(build.tags.get("imagectl:build-id"), Some(&build.build_id));
+}
+
+#[test]
+fn an_image_of_the_same_fingerprint_is_a_no_op_and_tags_change_in_place() {
+    let model = image_model(IMAGE_STACK);
+    let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let first = make(&model, &live, PlanOptions::default());
+    live.images.push(image_built_by(build_of(&first), "ami-0bbbbbbbbbbbbbbbb"));
+    bound(&model, &mut live);
+    let plan = make(&model, &live, PlanOptions::default());
+    assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage && c.resource.kind != Kind::PackageGroup), "{:?}", actions(&plan));
+    let retagged = image_model(&IMAGE_STACK.replace("tags: {tier: web}", "tags: {tier: frontend}"));
+    let plan = make(&retagged, &live, PlanOptions::default());
+    let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).expect("tags update");
+    assert_eq!(image.action, Action::Update);
+    assert!(matches!(&image.steps[..], [Step::TagImage { tags, .. }] if tags.get("tier").map(String::as_str) == Some("frontend")));
+}
+
+#[test]
+fn a_new_base_image_or_setting_plans_a_replacement_with_the_reason() {
+    let model = image_model(IMAGE_STACK);
+    let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let first = make(&model, &live, PlanOptions::default());
+    live.images.push(image_built_by(build_of(&first), "ami-0bbbbbbbbbbbbbbbb"));
+    bound(&model, &mut live);
+    let mut newer = live.clone();
+    newer.base_images.get_mut(&base_query(&model).key()).unwrap().id = AmiId::parse("ami-0cccccccccccccccc").unwrap();
+    let plan = make(&model, &newer, PlanOptions::default());
+    let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).expect("rebuild");
+    assert_eq!(image.action, Action::Replace);
+    assert_eq!(image.reason.as_deref(), Some("base image changed ami-0aaaaaaaaaaaaaaaa → ami-0cccccccccccccccc"));
+    assert_eq!(build_of(&plan).revision, 2);
+    let larger = image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  instanceType: t3.large"));
+    let plan = make(&larger, &live, PlanOptions::default());
+    assert_eq!(
+        plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).unwrap().reason.as_deref(),
+        Some("instanceType changed t3.medium → t3.large")
+    );
+}
+
+#[test]
+fn reusing_a_package_group_name_with_other_content_is_refused() {
+    let model = image_model(IMAGE_STACK);
+    let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    bound(&model, &mut live);
+    if let Some(Some(record)) = live.package_groups.get_mut("acme-agent-r1") {
+        record.content_digest = "0".repeat(64);
+    }
+    let error = plan(&model, &live, &PlanOptions::default(), &[]).unwrap_err();
+    let message = error.diagnostics[0].to_string();
+    assert!(message.contains("PackageGroup/acme-agent-r1: metadata.name: package group `acme-agent-r1` was first used with other content"), "{message}");
+    assert!(message.contains("help: bump the revision in the name, e.g. acme-agent-r2"), "{message}");
+}
+
+#[test]
+fn a_build_in_progress_is_resumed_not_duplicated() {
+    let model = image_model(IMAGE_STACK);
+    let live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let first = make(&model, &live, PlanOptions::default());
+    let build = build_of(&first).clone();
+    let mut running = live.clone();
+    running.build_instances.push(crate::live::LiveBuildInstance {
+        id: "i-0123".into(),
+        region: build.region.clone(),
+        state: "running".into(),
+        launch_time: "2026-11-24T00:00:00Z".into(),
+        tags: build.tags.clone(),
+    });
+    let plan = make(&model, &running, PlanOptions::default());
+    let resumed = build_of(&plan);
+    assert_eq!(resumed.build_id, build.build_id);
+    let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).unwrap();
+    assert_eq!(image.reason.as_deref(), Some(format!("resumes build {}, in progress", build.build_id).as_str()));
+}
+
+#[test]
+fn a_build_that_found_issues_is_not_retried_until_something_changes() {
+    let model = image_model(IMAGE_STACK);
+    let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let build = build_of(&make(&model, &live, PlanOptions::default())).clone();
+    live.build_reports.insert(
+        build.build_id.clone(),
+        crate::live::BuildReports {
+            status: None,
+            result: Some(crate::build::InstanceResult {
+                build_id: build.build_id.clone(),
+                exit_code: Some(3),
+                timed_out: false,
+                reboot_attempted: false,
+                duration_seconds: 2,
+                error: None,
+                scan: None,
+                generalized: false,
+            }),
+        },
+    );
+    let plan = make(&model, &live, PlanOptions::default());
+    assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage));
+    assert!(plan.notes.iter().any(|n| n.message.contains("Issues Found: the installer exited with 3")), "{:?}", plan.notes);
+    // An infrastructure failure is retried, as a new revision.
+    if let Some(reports) = live.build_reports.get_mut(&build.build_id) {
+        reports.result.as_mut().unwrap().timed_out = true;
+    }
+    let retried = make(&model, &live, PlanOptions::default());
+    assert_eq!(build_of(&retried).revision, 2);
+}
+
+#[test]
+fn a_base_image_of_the_other_platform_is_refused() {
+    let model = image_model(IMAGE_STACK);
+    let error = plan(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", Some("windows")), &PlanOptions::default(), &[]).unwrap_err();
+    assert!(error.diagnostics[0].message.contains("is a Windows image, but the package group is for Linux"), "{:?}", error.diagnostics);
 }

@@ -1,0 +1,127 @@
+//! Build status for people and scripts: each image's current AMI and the state of its latest build, from the live
+//! state alone (instance tags and the reports the instance wrote), so it works while no apply is running.
+
+use serde::Serialize;
+
+use crate::build::{self, tags, BuildState, ReportKeys};
+use crate::live::{LiveState, RESOURCE_TAG};
+use crate::model::{Model, Resource};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    pub resource: String,
+    pub region: String,
+    /// The newest available image.
+    pub current: Option<CurrentImage>,
+    /// The latest build that has not produced the current image (running, or failed).
+    pub latest_build: Option<BuildStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentImage {
+    pub image_id: String,
+    pub name: String,
+    pub revision: u32,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildStatus {
+    pub build_id: String,
+    pub state: BuildState,
+    pub detail: String,
+    pub instance: Option<String>,
+    pub logs: Option<String>,
+}
+
+fn revision(tags: &crate::model::Tags) -> u32 {
+    tags.get(tags::REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+/// The status of every PrivateImage of the model.
+pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
+    let mut out = Vec::new();
+    for (id, resource) in &model.resources {
+        let Resource::PrivateImage(image) = resource else { continue };
+        let resource = id.to_string();
+        let ours = |t: &crate::model::Tags| t.get(RESOURCE_TAG) == Some(&resource);
+        let current = live
+            .images
+            .iter()
+            .filter(|i| ours(&i.tags) && i.state == "available" && i.region == image.region)
+            .max_by_key(|i| revision(&i.tags))
+            .map(|i| CurrentImage { image_id: i.id.clone(), name: i.name.clone(), revision: revision(&i.tags), created: i.creation_date.clone() });
+        let current_revision = current.as_ref().map(|c| c.revision).unwrap_or(0);
+        let running = live.build_instances.iter().filter(|i| ours(&i.tags)).max_by_key(|i| revision(&i.tags));
+        let latest_build = match running {
+            Some(instance) => {
+                let build_id = instance.tags.get(tags::BUILD_ID).cloned().unwrap_or_default();
+                let bucket = instance.tags.get(tags::LOGS_BUCKET).cloned();
+                let logs = bucket.as_ref().map(|b| format!("s3://{b}/imagectl/builds/{build_id}/"));
+                let reports = live.build_reports.get(&build_id);
+                let (state, detail) = match reports {
+                    Some(r) if r.result.is_some() => {
+                        let log = bucket.as_ref().map(|b| format!("s3://{b}/{}", ReportKeys::for_build(&build_id).log)).unwrap_or_default();
+                        let (state, verdict) = build::judge(r.result.as_ref().expect("checked"), &log);
+                        if state == BuildState::Scanning {
+                            (BuildState::Scanning, format!("installed and scanned; instance {}, waiting to be captured", instance.state))
+                        } else {
+                            (state, verdict)
+                        }
+                    }
+                    Some(r) if r.status.is_some() => {
+                        let status = r.status.as_ref().expect("checked");
+                        (status.state, format!("since {}", status.at))
+                    }
+                    _ => (BuildState::Building, format!("instance {} {}, launched {}", instance.id, instance.state, instance.launch_time)),
+                };
+                Some(BuildStatus { build_id, state, detail, instance: Some(instance.id.clone()), logs })
+            }
+            None => failed_build(live, &image.name, current_revision),
+        };
+        out.push(ImageStatus { resource, region: image.region.to_string(), current, latest_build });
+    }
+    out
+}
+
+/// The newest finished build newer than the current image, if its verdict was a failure.
+fn failed_build(live: &LiveState, name: &str, current_revision: u32) -> Option<BuildStatus> {
+    let prefix = format!("{name}-r");
+    live.build_reports
+        .iter()
+        .filter_map(|(build_id, reports)| {
+            let revision: u32 = build_id.strip_prefix(&prefix)?.split('-').next()?.parse().ok()?;
+            (revision > current_revision).then_some((revision, build_id, reports))
+        })
+        .max_by_key(|(revision, _, _)| *revision)
+        .and_then(|(_, build_id, reports)| {
+            let result = reports.result.as_ref()?;
+            let (state, detail) = build::judge(result, &format!("imagectl/builds/{build_id}/install.log"));
+            (state != BuildState::Scanning).then(|| BuildStatus { build_id: build_id.clone(), state, detail, instance: None, logs: None })
+        })
+}
+
+/// Text lines for the terminal.
+pub fn render(statuses: &[ImageStatus]) -> String {
+    let mut out = String::new();
+    for s in statuses {
+        let current = match &s.current {
+            Some(c) => format!("{} ({}, revision {})", c.image_id, c.name, c.revision),
+            None => "no image yet".to_owned(),
+        };
+        out.push_str(&format!("{} [{}]: {current}\n", s.resource, s.region));
+        if let Some(b) = &s.latest_build {
+            out.push_str(&format!("  build {}: {} — {}\n", b.build_id, b.state, b.detail));
+            if let Some(logs) = &b.logs {
+                out.push_str(&format!("  logs: {logs}\n"));
+            }
+        }
+    }
+    if statuses.is_empty() {
+        out.push_str("The stack has no PrivateImage.\n");
+    }
+    out
+}

@@ -418,6 +418,28 @@ fn creates_refuse_same_named_resources_the_stack_does_not_own() {
     });
 }
 
+/// Outside us-east-1 S3 answers `BucketAlreadyOwnedByYou` to the create of a bucket the account already has: one
+/// made by hand carries no ownership tags and must be refused, not tagged into the stack.
+#[test]
+fn create_bucket_refuses_an_untagged_bucket_that_was_already_there() {
+    with_emulator(|emulator, aws| async move {
+        let bucket = "web-artifacts-euw1";
+        boto3(
+            &emulator,
+            &format!(
+                "boto3.client('s3', region_name='eu-west-1').create_bucket(Bucket='{bucket}', \
+                 CreateBucketConfiguration={{'LocationConstraint': 'eu-west-1'}})"
+            ),
+        );
+        let step = Step::CreateBucket { name: bucket.into(), region: region("eu-west-1"), tags: owned("Bucket/artifacts") };
+        let error = aws.execute(&step).await.expect_err("a hand-made bucket is not the stack's");
+        assert_eq!(error.code.as_deref(), Some("BucketAlreadyOwnedByYou"), "{error}");
+        assert!(error.message.contains("no imagectl ownership tags"), "{error}");
+        let live = aws.read_live(&stack_scope()).await.unwrap();
+        assert_eq!(live.buckets[bucket].tags, Tags::new(), "left untagged");
+    });
+}
+
 #[test]
 fn read_live_batches_its_requests() {
     with_emulator(|emulator, aws| async move {

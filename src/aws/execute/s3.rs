@@ -47,7 +47,10 @@ pub(super) async fn create_bucket(aws: &Aws, name: &str, region: &str, tags: &Ta
         // Right after a create, S3 may not know the bucket everywhere yet.
         let gone: &[&str] = if created { &["NoSuchTagSet", "NoSuchBucket"] } else { &["NoSuchTagSet"] };
         let existing = existing.absent_on(gone)?.map(|answer| s3_tags(answer.tag_set())).unwrap_or_default();
-        if !existing.is_empty() {
+        // A bucket that was there before must carry this resource's tags; an untagged one was made by someone else
+        // (this step deletes a bucket it created and could not tag). Only a us-east-1 200 may be a bucket created
+        // just now, which has no tags yet: there an untagged bucket cannot be told from a new one.
+        if !created || !existing.is_empty() {
             check_owner(&format!("bucket {name}"), tags, &existing)
                 .map_err(|message| AwsError::new(&operation, Some("BucketAlreadyOwnedByYou"), message))?;
         }

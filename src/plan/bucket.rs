@@ -134,7 +134,9 @@ fn settings_changes(bucket: &Bucket, live: &BucketSettings) -> (Vec<FieldChange>
         steps.push(Step::SetPublicAccessBlock { name: name.clone(), region: region.clone(), block: bucket.block_public_access });
     }
     if live.encryption.as_ref() != Some(&bucket.encryption) {
-        fields.push(FieldChange::new("encryption", Some(json!(live.encryption)), Some(json!(bucket.encryption))));
+        // No default encryption is no value, not a JSON null to diff the new configuration against.
+        let before = live.encryption.as_ref().map(|e| json!(e));
+        fields.push(FieldChange::new("encryption", before, Some(json!(bucket.encryption))));
         steps.push(Step::PutBucketEncryption { name: name.clone(), region: region.clone(), encryption: bucket.encryption.clone() });
     }
     if live.versioning != bucket.versioning {

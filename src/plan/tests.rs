@@ -204,6 +204,18 @@ fn drift_made_outside_imagectl_is_planned_back() {
 }
 
 #[test]
+fn missing_default_encryption_is_planned_as_added_not_diffed_against_null() {
+    let mut live = converged();
+    live.buckets.get_mut("golden-logs").unwrap().settings.as_mut().unwrap().encryption = None;
+    let plan = make(&model(STACK), &live, PlanOptions::default());
+    assert_eq!(actions(&plan), vec![("Bucket/golden-logs".into(), Action::Update)]);
+    let field = plan.changes[0].fields.iter().find(|f| f.field == "encryption").expect("encryption is planned");
+    assert_eq!((&field.before, &field.after), (&None, &Some(json!({"algorithm": "s3"}))));
+    let text = render::text(&plan, &Palette::plain());
+    assert!(!text.contains("null"), "{text}");
+}
+
+#[test]
 fn a_same_named_resource_the_stack_does_not_own_is_a_conflict_left_untouched() {
     let mut live = converged();
     live.buckets.get_mut("golden-logs").unwrap().tags = Tags::from([("owner".to_owned(), "data-team".to_owned())]);

@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         prune: bool,
         /// Apply this saved plan, refused if the manifests or the live state changed since it was made.
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["prune", "targets"])]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["prune", "targets", "paths"])]
         plan: Option<PathBuf>,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long)]

@@ -277,7 +277,8 @@ impl Planner<'_> {
         let mut steps = Vec::new();
         let holds = live.roles.contains(&role) && !replaced_roles.contains(&role);
         if !holds || live.roles.len() > 1 {
-            let before: Value = live.roles.first().map(|r| json!(r)).unwrap_or(Value::Null);
+            // A replaced role left the profile when it was deleted: the profile takes it back, from nothing.
+            let before: Value = if holds || !live.roles.contains(&role) { live.roles.first().map(|r| json!(r)).unwrap_or(Value::Null) } else { Value::Null };
             fields.push(FieldChange::new("role", Some(before), Some(json!(role))));
             for other in live.roles.iter().filter(|r| **r != role) {
                 steps.push(Step::RemoveRoleFromInstanceProfile { profile: profile.name.clone(), role: other.clone() });

@@ -128,6 +128,18 @@ fn render_change(out: &mut String, change: &Change, palette: &Palette) {
 
 fn render_field(out: &mut String, field: &FieldChange, width: usize, action: Action, palette: &Palette) {
     let indent = "      ";
+    // An empty value before (no tags, no encryption) reads better as an addition than as a removal of nothing.
+    let empty = |v: &Option<Value>| match v {
+        Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    };
+    let field = &FieldChange {
+        before: if empty(&field.before) { None } else { field.before.clone() },
+        after: if empty(&field.after) && field.before.is_some() { None } else { field.after.clone() },
+        ..field.clone()
+    };
     let (sign, style) = match (&field.before, &field.after) {
         (None, Some(_)) => ("+", palette.create),
         (Some(_), None) => ("-", palette.delete),

@@ -4,6 +4,8 @@ mod support;
 
 #[path = "aws/api.rs"]
 mod api;
+#[path = "aws/instance.rs"]
+mod instance;
 #[path = "aws/cli.rs"]
 mod cli;
 

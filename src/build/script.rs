@@ -266,7 +266,11 @@ upload() {
   for attempt in 1 2 3 4 5; do
     case "$HTTP_CLIENT" in
       curl) curl -fsS -X PUT -H 'Expect:' --connect-timeout 10 --max-time 600 --upload-file "$file" -o /dev/null "$url" && return 0 ;;
-      wget) wget -q --timeout=30 --tries=1 --method=PUT --body-file="$file" -O /dev/null "$url" && return 0 ;;
+      wget)
+        # wget would label the body application/x-www-form-urlencoded; some servers then parse it as a form.
+        wget -q --timeout=30 --tries=1 --method=PUT --header='Content-Type: application/octet-stream' \
+          --body-file="$file" -O /dev/null "$url" && return 0
+        ;;
       *) return 1 ;;
     esac
     sleep $((attempt * 2))
@@ -350,7 +354,7 @@ trap 'ERROR="the build script was stopped by a signal"; exit 143' TERM INT HUP
 
 # ---- Step 2: Building ----
 run_build() {
-  log "build $BUILD_ID: working in $WORK"
+  log "build $BUILD_ID: working in $WORK, transfers with ${HTTP_CLIENT:-nothing}"
   put_status Building
 
   if [ -z "$HTTP_CLIENT" ]; then

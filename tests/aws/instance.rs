@@ -118,6 +118,10 @@ struct Case {
     scan_command: Option<String>,
     generalize: bool,
     power_off_when_done: bool,
+    /// Host files the sandbox hides (a base image without curl).
+    hide: Vec<&'static str>,
+    /// Hand the instance a wrong SHA-256 for the installer.
+    wrong_checksum: bool,
 }
 
 impl Case {
@@ -130,6 +134,8 @@ impl Case {
             scan_command: None,
             generalize: false,
             power_off_when_done: false,
+            hide: vec![],
+            wrong_checksum: false,
         }
     }
 }
@@ -219,7 +225,7 @@ fn read_reports(emulator: &Emulator, keys: &ReportKeys) -> (InstanceResult, Vec<
 }
 
 /// Runs a script in the sandbox through `instance_player.py run`; returns the player's record.
-fn play_script(dir: &Path, script: &str) -> (Value, Duration) {
+fn play_script(dir: &Path, script: &str, hide: &[&str]) -> (Value, Duration) {
     let script_path = dir.join("handed-to-the-instance");
     std::fs::write(&script_path, script).unwrap();
     let started = Instant::now();
@@ -231,6 +237,7 @@ fn play_script(dir: &Path, script: &str) -> (Value, Duration) {
         .arg(dir.join("play"))
         .arg("--log")
         .arg(dir.join("player.log"))
+        .args(hide.iter().flat_map(|path| ["--hide", path]))
         .output()
         .expect("run the instance player");
     let wall = started.elapsed();
@@ -247,12 +254,15 @@ enum Delivery {
 fn run_build(test: &str, case: &Case, delivery: Delivery) -> Outcome {
     let emulator = Emulator::start();
     let dir = tempfile::Builder::new().prefix("imagectl-instance-").tempdir().unwrap();
-    let prepared = prepare(&emulator, dir.path(), case);
+    let mut prepared = prepare(&emulator, dir.path(), case);
+    if case.wrong_checksum {
+        prepared.job.packages[0].sha256 = "0".repeat(64);
+    }
     let script = match delivery {
         Delivery::UserData => script::render(&prepared.job),
         Delivery::Ssm => script::ssm_commands(&prepared.job).join("\n") + "\n",
     };
-    let (record, wall) = play_script(dir.path(), &script);
+    let (record, wall) = play_script(dir.path(), &script, &case.hide);
     let (result, statuses, log, scan) = read_reports(&emulator, &prepared.keys);
     let upper = PathBuf::from(record["upper"].as_str().unwrap());
     eprintln!(
@@ -322,6 +332,8 @@ fn installer_that_succeeds_is_scanned_generalized_and_powered_off() {
     assert!(scan.passed && scan.findings.is_empty(), "{scan:?}\n{}", outcome.scan);
     assert!(result.generalized);
     assert_eq!(outcome.judged(), (BuildState::Scanning, "installed and scanned".to_string()));
+    let output = std::fs::read_to_string(outcome.record["output"].as_str().unwrap()).unwrap();
+    assert!(output.contains("transfers with curl"), "{output}");
     assert_eq!(states(&outcome), [BuildState::Building, BuildState::Scanning]);
 
     // The installer's output (arguments passed on, quotes intact) is in the log; the scan report has both scans.
@@ -455,6 +467,81 @@ fn ssm_commands_run_the_same_script() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "the build left {leftovers:?} in /var/tmp");
+}
+
+#[test]
+fn installer_that_leaves_secrets_behind_fails_the_builtin_scan() {
+    if !sandbox_available("installer_that_leaves_secrets_behind_fails_the_builtin_scan") {
+        return;
+    }
+    let installer = r#"#!/bin/sh
+# Installs fine, but leaves traces that must never ship in an image: the built-in scan catches each one.
+mkdir -p /root/.ssh /root/.aws /home/imagectl-builder/.ssh /usr/local/bin
+echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample seller@laptop" >/root/.ssh/authorized_keys
+echo "curl -u admin:hunter2 http://10.0.0.5/setup" >/root/.bash_history
+printf '[default]\naws_access_key_id = AKIAEXAMPLEEXAMPLE\n' >/root/.aws/credentials
+echo "ssh-rsa AAAAB3NzaC1yc2EExample builder" >/home/imagectl-builder/.ssh/authorized_keys
+printf '#!/bin/sh\necho tool\n' >/usr/local/bin/imagectl-testtool
+chmod 0777 /usr/local/bin/imagectl-testtool
+echo "installed, traces and all"
+"#;
+    let case = Case { generalize: true, ..Case::new("app-r1-0000000d", installer) };
+    let outcome = run_build("leaves secrets", &case, Delivery::UserData);
+
+    let result = &outcome.result;
+    assert_eq!(result.exit_code, Some(0));
+    let scan = result.scan.as_ref().expect("the scan ran");
+    assert!(!scan.passed);
+    assert_eq!(
+        scan.findings,
+        [
+            "leftover SSH authorized keys: /root/.ssh/authorized_keys",
+            "shell history: /root/.bash_history",
+            "credentials: /root/.aws/credentials",
+            "leftover SSH authorized keys: /home/imagectl-builder/.ssh/authorized_keys",
+            "world-writable system file: /usr/local/bin/imagectl-testtool",
+        ],
+        "{}",
+        outcome.scan
+    );
+    assert!(!result.generalized, "a failed scan leaves the instance as it is, for inspection");
+    let (state, message) = outcome.judged();
+    assert_eq!(state, BuildState::IssuesFound);
+    assert!(message.starts_with("the scan found 5 issue(s): leftover SSH authorized keys: /root/.ssh/authorized_keys; "), "{message}");
+    assert!(outcome.scan.contains("FINDING: shell history: /root/.bash_history"), "{}", outcome.scan);
+    assert_eq!(states(&outcome), [BuildState::Building, BuildState::Scanning]);
+}
+
+#[test]
+fn package_with_a_wrong_checksum_never_runs() {
+    if !sandbox_available("package_with_a_wrong_checksum_never_runs") {
+        return;
+    }
+    let case = Case { wrong_checksum: true, ..Case::new("app-r1-0000000e", "#!/bin/sh\necho 'must not run'\n") };
+    let outcome = run_build("wrong checksum", &case, Delivery::UserData);
+
+    let result = &outcome.result;
+    assert_eq!(result.exit_code, None, "the installer never ran");
+    let error = result.error.as_deref().unwrap();
+    assert!(error.starts_with("checksum mismatch for install.sh: expected 0000"), "{error}");
+    assert_eq!(outcome.judged().0, BuildState::Investigating);
+    assert!(!outcome.log.contains("must not run"));
+    assert!(outcome.log.contains(&format!("imagectl: error: {error}")), "{}", outcome.log);
+}
+
+#[test]
+fn base_image_with_wget_only_downloads_and_reports_with_wget() {
+    if !sandbox_available("base_image_with_wget_only_downloads_and_reports_with_wget") {
+        return;
+    }
+    let case = Case { hide: vec!["/usr/bin/curl"], ..succeeding_case("app-r1-0000000f") };
+    let outcome = run_build("wget only", &case, Delivery::UserData);
+    assert_eq!(outcome.result.exit_code, Some(0), "{}", outcome.log);
+    assert_eq!(outcome.judged().0, BuildState::Scanning);
+    assert_eq!(states(&outcome), [BuildState::Building, BuildState::Scanning]);
+    assert!(outcome.log.contains("testapp installed"), "{}", outcome.log);
+    let output = std::fs::read_to_string(outcome.record["output"].as_str().unwrap()).unwrap();
+    assert!(output.contains("transfers with wget"), "{output}");
 }
 
 /// Launches two build instances in the emulator — one handed the script as user data, one through SSM

@@ -7,7 +7,7 @@ namespaces, an overlay over /, chroot), so the script's presigned uploads reach 
 from a real instance, and when the script powers off, it stops the instance in the emulator, as the VM would.
 
     instance_player.py play --endpoint URL --regions r1,r2 --workdir DIR [--once | --until-idle SECONDS] [--log FILE]
-    instance_player.py run --script FILE --workdir DIR [--log FILE]
+    instance_player.py run --script FILE --workdir DIR [--hide PATH]... [--log FILE]
     instance_player.py check
 
 play   polls the emulator for EC2 instances tagged imagectl:build-id in state pending or running and plays what each
@@ -18,7 +18,8 @@ play   polls the emulator for EC2 instances tagged imagectl:build-id in state pe
        scratch/ (the sandbox: upper/ holds every file the script changed). What was played is remembered in
        DIR/played.json, so a restarted player does not play anything twice. Without --once or --until-idle it runs
        until SIGTERM or SIGINT, which also ends the sandboxes still running.
-run    plays one script in DIR and prints its record (JSON) on stdout.
+run    plays one script in DIR and prints its record (JSON) on stdout. --hide PATH hides a host file from the
+       sandbox (e.g. /usr/bin/curl, to play a base image that has only wget).
 check  tells whether sandboxes can run here: exit 0; exit 2 when a prerequisite is missing (not root, no unshare,
        no overlayfs); exit 1 when the sandbox is broken. The reason goes to stdout.
 
@@ -57,7 +58,7 @@ class Player:
         self.running = {}  # pid -> Popen
         self.stopping = threading.Event()
 
-    def play(self, script_text, play_dir):
+    def play(self, script_text, play_dir, hide=()):
         """Runs `script_text` in a sandbox under `play_dir`; returns the record (also written to record.json)."""
         play_dir = Path(play_dir)
         play_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ class Player:
         with open(output, "wb") as out:
             # A session of its own, so that the whole sandbox (unshare and the namespace's init) can be ended.
             process = subprocess.Popen(
-                ["bash", str(SANDBOX), str(scratch), str(script)],
+                ["bash", str(SANDBOX), *[a for path in hide for a in ("--hide", path)], str(scratch), str(script)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -139,7 +140,7 @@ def _read_int(path, default):
 def cmd_run(args):
     player = Player(args.max_seconds)
     _stop_on_signals(player)
-    record = player.play(Path(args.script).read_text(), args.workdir)
+    record = player.play(Path(args.script).read_text(), args.workdir, hide=args.hide)
     json.dump(record, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -386,6 +387,7 @@ def main(argv=None):
     run.add_argument("--script", required=True)
     run.add_argument("--workdir", required=True)
     run.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
+    run.add_argument("--hide", action="append", default=[], metavar="PATH", help="hide a host file from the sandbox")
     run.add_argument("--log", dest="log_sub", help=argparse.SUPPRESS)
 
     sub.add_parser("check", help="can sandboxes run here?")

@@ -2,7 +2,9 @@
 # Test side only (never part of imagectl): runs a build-instance script as root in an isolated root, the way a
 # build instance would run it, without touching the host.
 #
-#   tests/player/sandbox.sh SCRATCH SCRIPT [ARGS...]
+#   tests/player/sandbox.sh [--hide PATH]... SCRATCH SCRIPT [ARGS...]
+#
+# --hide PATH hides a host file inside the sandbox (a base image without curl: --hide /usr/bin/curl).
 #
 # Isolation, measured on the development machines and CI (root, util-linux unshare, overlayfs):
 #   - new mount, PID, UTS and IPC namespaces (`unshare --mount --pid --uts --ipc --fork`, mounts private);
@@ -92,7 +94,14 @@ if [[ "${1:-}" == --inner ]]; then
 fi
 
 # ---- On the host: prepare SCRATCH, then enter the namespaces ----
-[[ $# -ge 2 ]] || die "usage: sandbox.sh SCRATCH SCRIPT [ARGS...]"
+hide=()
+while [[ "${1:-}" == --hide ]]; do
+  [[ $# -ge 2 ]] || die "--hide needs a path"
+  [[ "$2" == /* ]] || die "--hide needs an absolute path: $2"
+  hide+=("$2")
+  shift 2
+done
+[[ $# -ge 2 ]] || die "usage: sandbox.sh [--hide PATH]... SCRATCH SCRIPT [ARGS...]"
 [[ $EUID -eq 0 ]] || die "must run as root (overlay mounts and chroot)"
 command -v unshare >/dev/null || die "unshare (util-linux) is not installed"
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || die "the kernel has no overlayfs"
@@ -143,6 +152,9 @@ for home in /root /home/*; do
   for file in "${HOME_FILES[@]}"; do
     if [[ -e "$home/$file" || -L "$home/$file" ]]; then mask "$home/$file"; fi
   done
+done
+for file in "${hide[@]}"; do
+  if [[ -e "$file" || -L "$file" ]]; then mask "$file"; fi
 done
 while IFS= read -r file; do
   upper_parents "$file"

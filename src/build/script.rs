@@ -978,7 +978,7 @@ function Invoke-Generalize {
     $v2 = Join-Path $env:ProgramFiles 'Amazon\EC2Launch\EC2Launch.exe'
     $v1 = Join-Path $env:ProgramData 'Amazon\EC2-Windows\Launch\Scripts'
     if (Test-Path -LiteralPath $v2) {
-        $output = & $v2 sysprep --shutdown=false 2>&1
+        $output = & $v2 sysprep '--shutdown=false' 2>&1
         Add-Text $InstallLog ($output | Out-String)
         $script:Generalized = ($LASTEXITCODE -eq 0)
     } elseif (Test-Path -LiteralPath (Join-Path $v1 'SysprepInstance.ps1')) {
@@ -1200,7 +1200,7 @@ mod tests {
             "$ExitCode -eq 3010 -or $ExitCode -eq 1641",
             "Get-FileHash -Algorithm SHA256",
             "Invoke-WebRequest -UseBasicParsing -Uri $Url -OutFile",
-            "& $v2 sysprep --shutdown=false",
+            "& $v2 sysprep '--shutdown=false'",
             "SysprepInstance.ps1') -NoShutdown",
             "Stop-Computer -Force",
             "ConsoleHost_history.txt",

@@ -430,7 +430,19 @@ fn installer_that_calls_reboot_is_detected_and_fails() {
     if !sandbox_available("installer_that_calls_reboot_is_detected_and_fails") {
         return;
     }
-    let installer = "#!/bin/sh\necho 'configuring'\nreboot\necho \"reboot answered $?\"\nsystemctl reboot\nsystemctl --version >/dev/null && echo 'other systemctl calls pass'\nexit 0\n";
+    let installer = r#"#!/bin/sh
+echo 'configuring'
+reboot
+echo "reboot answered $?"
+# The other spellings of the same attempt.
+systemctl reboot
+shutdown -r now
+init 6
+# Harmless calls go through.
+shutdown -c
+systemctl --version >/dev/null && echo 'other systemctl calls pass'
+exit 0
+"#;
     let case = Case { generalize: true, ..Case::new("app-r1-0000000c", installer) };
     let outcome = run_build("calls reboot", &case, Delivery::UserData);
 
@@ -441,7 +453,10 @@ fn installer_that_calls_reboot_is_detected_and_fails() {
     assert_eq!(state, BuildState::IssuesFound);
     assert!(message.starts_with("the installer tried to reboot the instance; log: s3://"), "{message}");
     assert!(outcome.log.contains("imagectl: reboot attempt: reboot"), "{}", outcome.log);
-    assert!(outcome.log.contains("imagectl: reboot attempt: systemctl reboot"), "{}", outcome.log);
+    for attempt in ["systemctl reboot", "shutdown -r now", "init 6"] {
+        assert!(outcome.log.contains(&format!("imagectl: reboot attempt: {attempt}\n")), "{attempt}:\n{}", outcome.log);
+    }
+    assert!(!outcome.log.contains("reboot attempt: shutdown -c"), "{}", outcome.log);
     assert!(outcome.log.contains("reboot answered 1"), "{}", outcome.log);
     assert!(outcome.log.contains("other systemctl calls pass"), "{}", outcome.log);
     assert_eq!(result.scan, None);

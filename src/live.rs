@@ -39,6 +39,10 @@ pub struct ReadScope {
     pub base_images: BTreeSet<BaseImageQuery>,
     /// Package groups (name → artifacts bucket) whose name records and uploaded packages are read.
     pub package_groups: BTreeMap<String, String>,
+    /// Logs buckets of the stack's PrivateImages: their `imagectl/builds/` listing finds finished builds (whose
+    /// instances are gone) for `LiveState::build_reports`.
+    #[serde(default)]
+    pub logs_buckets: BTreeSet<String>,
 }
 
 impl ReadScope {
@@ -85,8 +89,14 @@ impl ReadScope {
                     if let Ref::External(arn) = &i.automation_role {
                         scope.external_roles.insert(arn.to_string());
                     }
-                    if let Ref::External(bucket) = &i.logs_bucket {
-                        scope.external_buckets.insert(bucket.to_string());
+                    match &i.logs_bucket {
+                        Ref::External(bucket) => {
+                            scope.external_buckets.insert(bucket.to_string());
+                            scope.logs_buckets.insert(bucket.to_string());
+                        }
+                        Ref::Stack(id) => {
+                            scope.logs_buckets.insert(id.name.clone());
+                        }
                     }
                     if let Some(Ref::External(arn)) = &i.notifications {
                         scope.external_topics.insert(arn.to_string());

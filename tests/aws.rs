@@ -6,6 +6,8 @@ mod support;
 mod api;
 #[path = "aws/instance.rs"]
 mod instance;
+#[path = "aws/build.rs"]
+mod build;
 #[path = "aws/cli.rs"]
 mod cli;
 

@@ -3,6 +3,7 @@
 //! Everything above it sees plain data (`live::LiveState`, `plan::Step`) and `AwsError`; no `aws_sdk_*` type
 //! leaves this module.
 
+mod build;
 mod connect;
 mod error;
 mod execute;
@@ -48,6 +49,8 @@ struct Inner {
     sts: aws_sdk_sts::Client,
     s3: RegionalClients<aws_sdk_s3::Client>,
     sns: RegionalClients<aws_sdk_sns::Client>,
+    ec2: RegionalClients<aws_sdk_ec2::Client>,
+    ssm: RegionalClients<aws_sdk_ssm::Client>,
     account: OnceCell<AccountId>,
     reads: Semaphore,
 }
@@ -85,14 +88,10 @@ impl Aws {
         let inner = Inner {
             iam: aws_sdk_iam::Client::new(&sdk),
             sts: aws_sdk_sts::Client::new(&sdk),
-            s3: RegionalClients::new(|sdk, region| {
-                let config = aws_sdk_s3::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
-                aws_sdk_s3::Client::from_conf(config.build())
-            }),
-            sns: RegionalClients::new(|sdk, region| {
-                let config = aws_sdk_sns::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
-                aws_sdk_sns::Client::from_conf(config.build())
-            }),
+            s3: RegionalClients::new(s3_client),
+            sns: RegionalClients::new(sns_client),
+            ec2: RegionalClients::new(ec2_client),
+            ssm: RegionalClients::new(ssm_client),
             account: OnceCell::new(),
             reads: Semaphore::new(READ_CONCURRENCY),
             home_region,
@@ -144,12 +143,68 @@ impl Aws {
         self.inner.sns.get(&self.inner.sdk, region)
     }
 
+    fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        self.inner.ec2.get(&self.inner.sdk, region)
+    }
+
+    fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        self.inner.ssm.get(&self.inner.sdk, region)
+    }
+
+    fn sts(&self) -> &aws_sdk_sts::Client {
+        &self.inner.sts
+    }
+
+    /// The configuration every client is built from: credentials, retry, timeouts, endpoint.
+    fn sdk(&self) -> &SdkConfig {
+        &self.inner.sdk
+    }
+
     /// Runs one read request once a slot is free: fan-outs may spawn any number of futures, the semaphore bounds
     /// what reaches AWS. Never hold a slot while waiting for another (one request per call).
     async fn limited<F: Future>(&self, request: F) -> F::Output {
         let _slot = self.inner.reads.acquire().await.expect("the read semaphore is never closed");
         request.await
     }
+}
+
+fn s3_client(sdk: &SdkConfig, region: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
+    aws_sdk_s3::Client::from_conf(config.build())
+}
+
+fn sns_client(sdk: &SdkConfig, region: &str) -> aws_sdk_sns::Client {
+    let config = aws_sdk_sns::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
+    aws_sdk_sns::Client::from_conf(config.build())
+}
+
+fn ec2_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
+    aws_sdk_ec2::Client::from_conf(config.build())
+}
+
+fn ssm_client(sdk: &SdkConfig, region: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::config::Builder::from(sdk).region(aws_config::Region::new(region.to_owned()));
+    aws_sdk_ssm::Client::from_conf(config.build())
+}
+
+/// Standard base64 with padding (user data, S3 checksums): too small a need for another dependency.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl crate::apply::StepRunner for Aws {
@@ -163,6 +218,15 @@ impl crate::apply::StepRunner for Aws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_pads_like_rfc_4648() {
+        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
 
     /// The executor shares one `Aws` across tasks and spawns its futures: all must be `Send`, the handle `Sync`.
     #[allow(dead_code)]

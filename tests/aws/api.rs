@@ -480,7 +480,8 @@ fn read_live_batches_its_requests() {
         //     GetBucketTagging, + per named bucket 4 settings = 1 + 2×2 + 2×4.
         // SNS, per region (2): ListTopics + ListSubscriptions, + ListTagsForResource per topic (2) and
         //     GetTopicAttributes per kept topic (1) = 2×2 + 2 + 1.
-        let expected = 4 + (1 + 2 * 2 + 2 * 4) + (2 * 2 + 2 + 1);
+        // EC2, per region (2): DescribeImages (the stack's images) + DescribeInstances (its build instances).
+        let expected = 4 + (1 + 2 * 2 + 2 * 4) + (2 * 2 + 2 + 1) + 2 * 2;
         assert_eq!(requests, expected, "read_live made {requests} requests");
 
         let before = emulator.request_count();
@@ -533,8 +534,9 @@ fn external_references_are_checked_by_the_cheapest_means() {
         .into();
         assert_eq!(live.external, expected, "another account's role is unknown, hence absent");
         // Nothing of the stack "other": the account (STS), roles and profiles only listed; buckets listed, located and tag-read;
-        // externals outside the listings: one HeadBucket, one GetTopicAttributes.
-        let listings = 1 + 1 + 1 + (1 + 2 * 2) + (2 + 1);
+        // externals outside the listings: one HeadBucket, one GetTopicAttributes. EC2: DescribeImages and
+        // DescribeInstances of the stack's (none) in its one region.
+        let listings = 1 + 1 + 1 + (1 + 2 * 2) + (2 + 1) + 2;
         assert_eq!(emulator.request_count() - before, listings + 1 + 1);
     });
 }

@@ -3,6 +3,8 @@
 //! by its ownership tags that it is the one this step would have made.
 
 mod iam;
+mod images;
+mod packages;
 mod s3;
 mod sns;
 
@@ -69,12 +71,21 @@ pub(super) async fn execute(aws: &Aws, step: &Step) -> Result<(), AwsError> {
         Step::TagTopic { topic_arn, region, tags } => sns::tag_topic(aws, topic_arn, region.as_str(), tags).await,
         Step::UntagTopic { topic_arn, region, keys } => sns::untag_topic(aws, topic_arn, region.as_str(), keys).await,
         Step::DeleteTopic { topic_arn, region } => sns::delete_topic(aws, topic_arn, region.as_str()).await,
-        Step::UploadPackage { .. }
-        | Step::BindPackageGroup { .. }
-        | Step::BuildImage { .. }
-        | Step::TagImage { .. }
-        | Step::UntagImage { .. }
-        | Step::SetImageDescription { .. } => Err(AwsError::new(step.describe(), None, "image steps are not implemented yet")),
+
+        Step::UploadPackage { bucket, region, key, source, sha256 } => {
+            packages::upload_package(aws, bucket, region.as_str(), key, source, sha256).await
+        }
+        Step::BindPackageGroup { bucket, region, key, record } => {
+            packages::bind_package_group(aws, bucket, region.as_str(), key, record).await
+        }
+
+        // Boxed: the pipeline's state machine is large, and would otherwise sit on the stack of whoever awaits it.
+        Step::BuildImage { build, wait } => Box::pin(super::build::run(aws, build, *wait)).await,
+        Step::TagImage { image_id, region, tags } => images::tag_image(aws, image_id, region.as_str(), tags).await,
+        Step::UntagImage { image_id, region, keys } => images::untag_image(aws, image_id, region.as_str(), keys).await,
+        Step::SetImageDescription { image_id, region, description } => {
+            images::set_image_description(aws, image_id, region.as_str(), description).await
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Reads the live state a `ReadScope` asks for: the four kinds concurrently, each with the fewest calls its API
 //! allows (see the submodules), every request through `Aws::limited`.
 
+mod ec2;
 mod iam;
+mod packages;
 mod s3;
 mod sns;
 
@@ -12,11 +14,21 @@ use crate::live::{LiveState, ReadScope};
 use crate::model::AccountId;
 
 pub(super) use iam::tags as iam_tags;
-pub(super) use s3::{tags as s3_tags, EXPIRE_RULE_ID};
+pub(super) use ec2::{filter as ec2_filter, sdk_tags as ec2_sdk_tags, snapshot_ids, LIVE_INSTANCE_STATES};
+pub(super) use packages::{get_object_with, parse_report, SHA256_METADATA};
+pub(super) use s3::{bucket_region, tags as s3_tags, EXPIRE_RULE_ID};
 
 pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState, AwsError> {
-    let (account, iam, s3, sns) =
-        tokio::try_join!(aws.account_id(), iam::read(aws, scope), s3::read(aws, scope), sns::read(aws, scope))?;
+    let (account, iam, s3, sns, ec2) = tokio::try_join!(
+        aws.account_id(),
+        iam::read(aws, scope),
+        s3::read(aws, scope),
+        sns::read(aws, scope),
+        ec2::read(aws, scope)
+    )?;
+    // Package groups and build reports live in buckets: read once the bucket listing has told their regions.
+    let bucket_regions = s3.buckets.iter().map(|(name, bucket)| (name.clone(), bucket.region.to_string())).collect();
+    let packages = packages::read(aws, scope, &ec2, &bucket_regions).await?;
     let mut external = s3.external;
     external.extend(sns.external);
     external.extend(iam_external(&scope.external_roles, "role", &account, &iam.all_roles));
@@ -33,7 +45,12 @@ pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState,
         buckets: s3.buckets,
         topics: sns.topics,
         external,
-        ..LiveState::default()
+        base_images: ec2.base_images,
+        images: ec2.images,
+        build_instances: ec2.build_instances,
+        package_groups: packages.package_groups,
+        packages_present: packages.packages_present,
+        build_reports: packages.build_reports,
     })
 }
 

@@ -175,6 +175,13 @@ async fn bucket_exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
     }
 }
 
+/// A bucket's region (`GetBucketLocation`, through the home region's client); None when the bucket does not exist.
+pub(in crate::aws) async fn bucket_region(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
+    let request = aws.s3(aws.region()).get_bucket_location().bucket(name);
+    let answer = aws.limited(request.send()).await.during(format_args!("GetBucketLocation {name}")).absent_on(&["NoSuchBucket"])?;
+    Ok(answer.map(|a| location_region(a.location_constraint().map(|c| c.as_str())).to_owned()))
+}
+
 /// `GetBucketLocation` names us-east-1 by no constraint at all and eu-west-1 by its legacy name `EU`.
 fn location_region(constraint: Option<&str>) -> &str {
     match constraint {

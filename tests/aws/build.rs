@@ -790,3 +790,77 @@ fn decode_base64(text: &str) -> Vec<u8> {
         })
         .collect()
 }
+
+#[test]
+fn a_build_killed_after_capture_is_finished_by_the_next_run() {
+    with_emulator(|emulator, aws| async move {
+        let (queue, role) = build_prerequisites(&emulator, &aws).await;
+        let base = register_image(&emulator, "golden-base-1");
+        let plan = plan(&base, 1, settings(Delivery::Ssm, 60), Some(role));
+        let step = |wait| Step::BuildImage { build: Box::new(plan.clone()), wait };
+        within(60, aws.execute(&step(false))).await.unwrap();
+        write_report(&emulator, &ReportKeys::for_build(&plan.build_id).result, &result_json(&plan.build_id, 0)).await;
+        // What a run killed right after CreateImage leaves: a stopped instance and the image, tagged with the
+        // build ID, its snapshots not yet tagged, nothing published.
+        let instance = instances_of(&emulator, &plan.build_id).await[0].0.clone();
+        let image_tags = serde_json::to_string(&plan.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()).unwrap();
+        let image_id = python_async(
+            &emulator,
+            format!(
+                "ec2.stop_instances(InstanceIds=['{instance}'])\n\
+                 print(ec2.create_image(InstanceId='{instance}', Name='{}', TagSpecifications=[{{'ResourceType': 'image', 'Tags': json.loads('{image_tags}')}}])['ImageId'])",
+                plan.ami_name
+            ),
+        )
+        .await;
+        let image_id = image_id.trim().to_owned();
+        assert_eq!(states(&notifications(&emulator, &queue).await), ["Building"]);
+
+        within(60, aws.execute(&step(true))).await.unwrap();
+        let images = images_named(&emulator, &plan.ami_name).await;
+        assert_eq!(images.len(), 1, "no second image");
+        assert_eq!(images[0]["ImageId"], image_id);
+        let snapshot = images[0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
+        let snapshot_tags = python_async(
+            &emulator,
+            format!("print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"),
+        )
+        .await;
+        assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), plan.tags);
+        assert_eq!(instances_of(&emulator, &plan.build_id).await, [(instance, "terminated".to_owned())]);
+        let published = notifications(&emulator, &queue).await;
+        assert_eq!(states(&published), ["Successful"]);
+        assert_eq!(published[0].1["imageId"], image_id);
+    });
+}
+
+#[test]
+fn a_test_build_keeps_no_image() {
+    with_emulator(|emulator, aws| async move {
+        let (queue, role) = build_prerequisites(&emulator, &aws).await;
+        let base = register_image(&emulator, "golden-base-1");
+        let mut plan = plan(&base, 1, settings(Delivery::Ssm, 60), Some(role));
+        plan.keep_image = false;
+        let step = |wait| Step::BuildImage { build: Box::new(plan.clone()), wait };
+        within(60, aws.execute(&step(false))).await.unwrap();
+        write_report(&emulator, &ReportKeys::for_build(&plan.build_id).result, &result_json(&plan.build_id, 0)).await;
+        within(60, aws.execute(&step(true))).await.unwrap();
+
+        let published = notifications(&emulator, &queue).await;
+        assert_eq!(states(&published), ["Building", "Successful"]);
+        let image_id = published[1].1["imageId"].as_str().unwrap().to_owned();
+        assert!(images_named(&emulator, &plan.ami_name).await.is_empty(), "deregistered once scanned");
+        let snapshots = python_async(
+            &emulator,
+            format!("print(len(ec2.describe_snapshots(OwnerIds=['self'], Filters=[{{'Name': 'description', 'Values': ['*{image_id}*']}}])['Snapshots']))"),
+        )
+        .await;
+        assert_eq!(snapshots.trim(), "0", "its snapshots deleted too");
+        assert_eq!(instances_of(&emulator, &plan.build_id).await[0].1, "terminated");
+
+        // Run again: finished; nothing launched, nothing published.
+        within(60, aws.execute(&step(true))).await.unwrap();
+        assert_eq!(instances_of(&emulator, &plan.build_id).await.len(), 1);
+        assert!(notifications(&emulator, &queue).await.is_empty());
+    });
+}

@@ -37,6 +37,12 @@ pub struct ReadScope {
     pub count_bucket_objects: bool,
     /// Base images of the stack's PrivateImages, resolved to AMI IDs.
     pub base_images: BTreeSet<BaseImageQuery>,
+    /// SSM parameters the stack publishes AMI IDs to, per region.
+    pub parameters: BTreeMap<Region, BTreeSet<String>>,
+    /// Read launch permissions of the stack's images and create-volume permissions of their snapshots.
+    pub image_permissions: bool,
+    /// Find which of the stack's images running instances or launch templates still use (before retention).
+    pub image_usage: bool,
     /// Package groups (name → artifacts bucket) whose name records and uploaded packages are read.
     pub package_groups: BTreeMap<String, String>,
     /// Logs buckets of the stack's PrivateImages: their `imagectl/builds/` listing finds finished builds (whose
@@ -134,6 +140,14 @@ pub struct LiveState {
     pub packages_present: BTreeMap<String, BTreeSet<String>>,
     /// Reports of builds that have no image yet, by build ID.
     pub build_reports: BTreeMap<String, BuildReports>,
+    /// Launch permissions of the stack's images (`images`), by image ID.
+    pub launch_permissions: BTreeMap<String, LaunchPermissions>,
+    /// Accounts with create-volume permission, by snapshot ID of the stack's images.
+    pub snapshot_permissions: BTreeMap<String, BTreeSet<String>>,
+    /// SSM parameters named in `ReadScope::parameters` that exist: region → name → value.
+    pub parameters: BTreeMap<Region, BTreeMap<String, String>>,
+    /// Images of the stack still in use, with why: `instance i-… (running)`, `launch template lt-… version 3`.
+    pub images_in_use: BTreeMap<String, String>,
 }
 
 /// How to find a base image; resolved at plan time, so the plan names the exact AMI.
@@ -195,6 +209,42 @@ pub struct LiveImage {
     pub creation_date: String,
     pub snapshot_ids: Vec<String>,
     pub tags: Tags,
+    /// Whether its EBS snapshots are encrypted, and with which key (None: the default `aws/ebs` key).
+    #[serde(default)]
+    pub encrypted: bool,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// RFC 3339, when deprecation is scheduled.
+    #[serde(default)]
+    pub deprecation_time: Option<String>,
+    #[serde(default)]
+    pub deregistration_protection: bool,
+}
+
+/// Who may launch an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchPermissions {
+    pub accounts: BTreeSet<String>,
+    pub organizations: BTreeSet<String>,
+    pub organizational_units: BTreeSet<String>,
+    pub public: bool,
+}
+
+impl LaunchPermissions {
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.organizations.is_empty() && self.organizational_units.is_empty() && !self.public
+    }
+
+    /// What `self` has that `other` lacks.
+    pub fn minus(&self, other: &LaunchPermissions) -> LaunchPermissions {
+        LaunchPermissions {
+            accounts: self.accounts.difference(&other.accounts).cloned().collect(),
+            organizations: self.organizations.difference(&other.organizations).cloned().collect(),
+            organizational_units: self.organizational_units.difference(&other.organizational_units).cloned().collect(),
+            public: self.public && !other.public,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

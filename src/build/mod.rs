@@ -97,6 +97,10 @@ pub mod tags {
     pub const SETTINGS_DIGEST: &str = "imagectl:settings-digest";
     /// The bucket the build's reports go to, so that a later run finds them from the instance alone.
     pub const LOGS_BUCKET: &str = "imagectl:logs-bucket";
+    /// On copies: the build ID of the source image (or its AMI ID, for an external source).
+    pub const SOURCE: &str = "imagectl:source";
+    /// On copies: the source image's AMI ID and region.
+    pub const SOURCE_IMAGE: &str = "imagectl:source-image";
     /// On package-group test builds: the operating system under test.
     pub const OPERATING_SYSTEM: &str = "imagectl:operating-system";
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use crate::build::{BuildPlan, PackageGroupRecord};
+use crate::live::LaunchPermissions;
 use crate::model::{BucketEncryption, Region, Tags};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +83,55 @@ pub enum Step {
     TagImage { image_id: String, region: Region, tags: Tags },
     UntagImage { image_id: String, region: Region, keys: Vec<String> },
     SetImageDescription { image_id: String, region: Region, description: String },
+
+    // Distribution.
+    /// Copies an image to a region (`ClientToken` = `client_token`, so a retried copy is the same copy) and tags
+    /// the copy itself: CopyImage's tag propagation is not dependable.
+    CopyImage {
+        source: ImageRef,
+        source_region: Region,
+        region: Region,
+        name: String,
+        description: Option<String>,
+        encrypted: bool,
+        kms_key: Option<String>,
+        tags: Tags,
+        client_token: String,
+    },
+    /// Adds and removes launch permissions of one image.
+    SetLaunchPermissions { image: ImageRef, region: Region, add: LaunchPermissions, remove: LaunchPermissions },
+    /// Adds and removes create-volume permission on the image's snapshots.
+    SetSnapshotPermissions { image: ImageRef, region: Region, add: Vec<String>, remove: Vec<String> },
+    /// Writes an AMI ID to an SSM parameter (data type `aws:ec2:image`, so CloudFormation can take it as
+    /// `AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>`).
+    PutImageParameter { name: String, region: Region, image: ImageRef },
+    /// Deregisters an image and deletes its snapshots (deregistering alone leaves them, and their cost, behind).
+    DeregisterImage { image_id: String, region: Region, snapshot_ids: Vec<String> },
+    /// Schedules the image's deprecation (RFC 3339 time).
+    EnableImageDeprecation { image_id: String, region: Region, deprecate_at: String },
+    EnableDeregistrationProtection { image_id: String, region: Region },
+}
+
+/// An image named by a step: one that exists, or one this apply produces, found by its tags when the step runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ImageRef {
+    Id(String),
+    /// The image a build captures (tag `imagectl:build-id`).
+    Build { build_id: String },
+    /// The copy made by an ImageCopy (tag `imagectl:resource`) of a source (tag `imagectl:source`: the source's
+    /// build ID, or its AMI ID for an external source), in the step's region.
+    CopyOf { copy: String, source: String },
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Id(id) => f.write_str(id),
+            ImageRef::Build { build_id } => write!(f, "the image of build {build_id}"),
+            ImageRef::CopyOf { copy, source } => write!(f, "the {copy} copy of {source}"),
+        }
+    }
 }
 
 impl Step {
@@ -129,6 +179,13 @@ impl Step {
             Step::TagImage { image_id, .. } => format!("tag image {image_id}"),
             Step::UntagImage { image_id, .. } => format!("untag image {image_id}"),
             Step::SetImageDescription { image_id, .. } => format!("set description of {image_id}"),
+            Step::CopyImage { source, region, .. } => format!("copy {source} to {region}"),
+            Step::SetLaunchPermissions { image, region, .. } => format!("set launch permissions of {image} in {region}"),
+            Step::SetSnapshotPermissions { image, region, .. } => format!("share the snapshots of {image} in {region}"),
+            Step::PutImageParameter { name, region, image } => format!("publish {image} to {name} in {region}"),
+            Step::DeregisterImage { image_id, region, .. } => format!("deregister {image_id} in {region} and delete its snapshots"),
+            Step::EnableImageDeprecation { image_id, deprecate_at, .. } => format!("deprecate {image_id} at {deprecate_at}"),
+            Step::EnableDeregistrationProtection { image_id, .. } => format!("protect {image_id} from deregistration"),
         }
     }
 }

@@ -86,6 +86,15 @@ pub(super) async fn execute(aws: &Aws, step: &Step) -> Result<(), AwsError> {
         Step::SetImageDescription { image_id, region, description } => {
             images::set_image_description(aws, image_id, region.as_str(), description).await
         }
+        Step::CopyImage { .. }
+        | Step::SetLaunchPermissions { .. }
+        | Step::SetSnapshotPermissions { .. }
+        | Step::PutImageParameter { .. }
+        | Step::DeregisterImage { .. }
+        | Step::EnableImageDeprecation { .. }
+        | Step::EnableDeregistrationProtection { .. } => {
+            Err(AwsError::new(step.describe(), None, "distribution steps are not implemented yet"))
+        }
     }
 }
 

@@ -178,6 +178,10 @@ fn live_image(image: &Image, region: &Region) -> Option<LiveImage> {
         creation_date: image.creation_date().unwrap_or_default().to_owned(),
         snapshot_ids: snapshot_ids(image),
         tags: tags(image.tags()),
+        encrypted: image.block_device_mappings().iter().filter_map(|m| m.ebs()).any(|e| e.encrypted() == Some(true)),
+        kms_key_id: image.block_device_mappings().iter().filter_map(|m| m.ebs()?.kms_key_id()).next().map(str::to_owned),
+        deprecation_time: image.deprecation_time().map(str::to_owned),
+        deregistration_protection: image.deregistration_protection().is_some_and(|p| p.starts_with("enabled")),
     })
 }
 

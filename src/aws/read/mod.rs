@@ -51,6 +51,7 @@ pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState,
         package_groups: packages.package_groups,
         packages_present: packages.packages_present,
         build_reports: packages.build_reports,
+        ..LiveState::default()
     })
 }
 

@@ -420,6 +420,10 @@ fn image_built_by(plan: &crate::build::BuildPlan, id: &str) -> crate::live::Live
         creation_date: "2026-11-24T00:00:00Z".into(),
         snapshot_ids: vec!["snap-1".into()],
         tags: plan.tags.clone(),
+        encrypted: false,
+        kms_key_id: None,
+        deprecation_time: None,
+        deregistration_protection: false,
     }
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::build::{self, tags, BuildState, ReportKeys};
 use crate::live::{LiveState, RESOURCE_TAG};
-use crate::model::{Model, Resource};
+use crate::model::{BucketName, Model, Ref, Resource};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,15 +80,24 @@ pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
                 };
                 Some(BuildStatus { build_id, state, detail, instance: Some(instance.id.clone()), logs })
             }
-            None => failed_build(live, &image.name, current_revision),
+            None => failed_build(live, &image.name, current_revision, &logs_bucket(&image.logs_bucket)),
         };
         out.push(ImageStatus { resource, region: image.region.to_string(), current, latest_build });
     }
     out
 }
 
-/// The newest finished build newer than the current image, if its verdict was a failure.
-fn failed_build(live: &LiveState, name: &str, current_revision: u32) -> Option<BuildStatus> {
+/// The bucket's name, whether the stack manages it or not.
+fn logs_bucket(bucket: &Ref<BucketName>) -> String {
+    match bucket {
+        Ref::Stack(id) => id.name.clone(),
+        Ref::External(name) => name.to_string(),
+    }
+}
+
+/// The newest finished build newer than the current image, if its verdict was a failure. Its instance is gone, so
+/// the logs bucket comes from the manifest: a failure is only useful with the log's full S3 location.
+fn failed_build(live: &LiveState, name: &str, current_revision: u32, logs_bucket: &str) -> Option<BuildStatus> {
     let prefix = format!("{name}-r");
     live.build_reports
         .iter()
@@ -99,8 +108,10 @@ fn failed_build(live: &LiveState, name: &str, current_revision: u32) -> Option<B
         .max_by_key(|(revision, _, _)| *revision)
         .and_then(|(_, build_id, reports)| {
             let result = reports.result.as_ref()?;
-            let (state, detail) = build::judge(result, &format!("imagectl/builds/{build_id}/install.log"));
-            (state != BuildState::Scanning).then(|| BuildStatus { build_id: build_id.clone(), state, detail, instance: None, logs: None })
+            let keys = ReportKeys::for_build(build_id);
+            let (state, detail) = build::judge(result, &format!("s3://{logs_bucket}/{}", keys.log));
+            let logs = Some(format!("s3://{logs_bucket}/imagectl/builds/{build_id}/"));
+            (state != BuildState::Scanning).then(|| BuildStatus { build_id: build_id.clone(), state, detail, instance: None, logs })
         })
 }
 

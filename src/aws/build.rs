@@ -404,7 +404,7 @@ impl<'a> Build<'a> {
         let mut scanning_published = false;
         for poll in 0u64.. {
             if let Some(result) = self.result().await? {
-                return Ok(result);
+                return Ok(self.went_through_scanning(result, scanning_published).await);
             }
             if !scanning_published {
                 let status = get_object_with(&self.logs, &self.plan.logs_bucket, &self.keys.status).await?;
@@ -431,7 +431,7 @@ impl<'a> Build<'a> {
                 let state = current.as_ref().map_or("terminated", |i| i.state.as_str()).to_owned();
                 if matches!(state.as_str(), "stopped" | "shutting-down" | "terminated") {
                     if let Some(result) = self.result().await? {
-                        return Ok(result);
+                        return Ok(self.went_through_scanning(result, scanning_published).await);
                     }
                     return Err(self.investigating(format!(
                         "build instance {} is {state} but reported no result; log: {}",
@@ -444,6 +444,16 @@ impl<'a> Build<'a> {
             pause = (pause * 2).min(POLL_MAX);
         }
         unreachable!("the poll loop returns")
+    }
+
+    /// A result whose scan ran went through Scanning. An instance quicker than the polls (or one that finished
+    /// before this run started) passed it unseen: publish it now, so that subscribers see every transition of the
+    /// seller guide, Building → Scanning → the verdict.
+    async fn went_through_scanning(&self, result: InstanceResult, published: bool) -> InstanceResult {
+        if !published && result.scan.is_some() {
+            publish(self.aws, self.plan, BuildState::Scanning, "installed; scanned", None).await;
+        }
+        result
     }
 
     async fn result(&self) -> Result<Option<InstanceResult>, AwsError> {

@@ -183,7 +183,7 @@ impl<'a> Planner<'a> {
             return;
         }
         let in_progress = self.build_in_progress(&resource, &fingerprint, &history);
-        let failed = self.failed_build(&resource, &fingerprint);
+        let failed = self.failed_build(&resource, &fingerprint, &self.bucket_location(&image.logs_bucket).0);
         if in_progress.is_none() {
             if let Some((build_id, state, verdict)) = failed {
                 if state == BuildState::IssuesFound {
@@ -208,7 +208,12 @@ impl<'a> Planner<'a> {
             (None, Some(previous)) => (Action::Replace, Some(rebuild_reason(previous, &plan))),
         };
         let fields = vec![
-            FieldChange::new("baseImage", newest.and_then(|n| n.tags.get(tags::BASE_IMAGE)).map(|b| json!(b)), Some(json!(base))),
+            // The newest image's base only when it changed: an unchanged base is no change to show.
+            FieldChange::new(
+                "baseImage",
+                newest.and_then(|n| n.tags.get(tags::BASE_IMAGE)).filter(|b| b.as_str() != base.as_str()).map(|b| json!(b)),
+                Some(json!(base)),
+            ),
             FieldChange::new("imageName", None, Some(json!(plan.ami_name))),
             FieldChange::new("build", None, Some(json!(build_id))),
             FieldChange::new("region", None, Some(json!(image.region))),
@@ -296,8 +301,9 @@ impl<'a> Planner<'a> {
             .or_else(|| history.images.iter().filter(|i| i.state == "pending" && ours(&i.tags)).find_map(|i| from_tags(&i.tags)))
     }
 
-    /// The verdict of the last finished build of this fingerprint that left no image.
-    fn failed_build(&self, resource: &str, fingerprint: &str) -> Option<(String, BuildState, String)> {
+    /// The verdict of the last finished build of this fingerprint that left no image, with the log's S3 location
+    /// (what the user reads first to know what to change).
+    fn failed_build(&self, resource: &str, fingerprint: &str, logs_bucket: &str) -> Option<(String, BuildState, String)> {
         let name = resource.split_once('/').map(|(_, n)| n).unwrap_or(resource);
         let suffix = format!("-{}", &fingerprint[..8]);
         self.live
@@ -306,7 +312,8 @@ impl<'a> Planner<'a> {
             .filter(|(build_id, _)| build_id.starts_with(&format!("{name}-r")) && build_id.ends_with(&suffix))
             .filter_map(|(build_id, reports)| {
                 let result = reports.result.as_ref()?;
-                let (state, verdict) = build::judge(result, &format!("imagectl/builds/{build_id}/install.log"));
+                let log = format!("s3://{logs_bucket}/{}", build::ReportKeys::for_build(build_id).log);
+                let (state, verdict) = build::judge(result, &log);
                 (state != BuildState::Scanning).then(|| (build_id.clone(), state, verdict))
             })
             .max_by_key(|(build_id, _, _)| build_id.clone())

@@ -496,12 +496,14 @@ fn a_new_base_image_or_setting_plans_a_replacement_with_the_reason() {
     assert_eq!(image.action, Action::Replace);
     assert_eq!(image.reason.as_deref(), Some("base image changed ami-0aaaaaaaaaaaaaaaa → ami-0cccccccccccccccc"));
     assert_eq!(build_of(&plan).revision, 2);
+    let base_field = |change: &Change| change.fields.iter().find(|f| f.field == "baseImage").cloned().expect("baseImage shown");
+    assert_eq!(base_field(image).before, Some(json!("ami-0aaaaaaaaaaaaaaaa")));
     let larger = image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  instanceType: t3.large"));
     let plan = make(&larger, &live, PlanOptions::default());
-    assert_eq!(
-        plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).unwrap().reason.as_deref(),
-        Some("instanceType changed t3.medium → t3.large")
-    );
+    let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).unwrap();
+    assert_eq!(image.reason.as_deref(), Some("instanceType changed t3.medium → t3.large"));
+    // The same base: shown as what the new image is built on, not as a change from itself to itself.
+    assert_eq!(base_field(image).before, None);
 }
 
 #[test]
@@ -562,7 +564,8 @@ fn a_build_that_found_issues_is_not_retried_until_something_changes() {
     );
     let plan = make(&model, &live, PlanOptions::default());
     assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage));
-    assert!(plan.notes.iter().any(|n| n.message.contains("Issues Found: the installer exited with 3")), "{:?}", plan.notes);
+    let log = format!("the installer exited with 3; log: s3://golden-logs/imagectl/builds/{}/install.log;", build.build_id);
+    assert!(plan.notes.iter().any(|n| n.message.contains(&format!("Issues Found: {log}"))), "{:?}", plan.notes);
     // An infrastructure failure is retried, as a new revision.
     if let Some(reports) = live.build_reports.get_mut(&build.build_id) {
         reports.result.as_mut().unwrap().timed_out = true;

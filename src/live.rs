@@ -109,7 +109,29 @@ impl ReadScope {
                     }
                 }
                 Resource::ImageCopy(c) => scope.regions.extend(c.regions.keys().cloned()),
-                Resource::ImageShare(_) => {}
+                Resource::ImageShare(s) => {
+                    scope.image_permissions = true;
+                    if let crate::model::ImageSource::External { region, .. } = &s.image {
+                        scope.regions.insert(region.clone());
+                    }
+                }
+            }
+        }
+        for resource in model.resources.values() {
+            let Resource::PrivateImage(image) = resource else { continue };
+            scope.image_usage = true;
+            let Some(parameter) = &image.publish_parameter else { continue };
+            let source = crate::model::ImageSource::Stack(ResourceId::new(crate::model::Kind::PrivateImage, &image.name));
+            let mut regions = vec![image.region.clone()];
+            for other in model.resources.values() {
+                if let Resource::ImageCopy(copy) = other {
+                    if copy.source == source {
+                        regions.extend(copy.regions.keys().cloned());
+                    }
+                }
+            }
+            for region in regions {
+                scope.parameters.entry(region).or_default().insert(parameter.clone());
             }
         }
         scope

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::step::ImageRef;
 use super::{partition, tag_changes, Action, Change, FieldChange, Planner, Step};
 use crate::build::{self, tags, BuildPackage, BuildPlan, BuildSettings, BuildState, PackageGroupRecord};
 use crate::diagnostics::Diagnostic;
@@ -10,12 +11,45 @@ use crate::model::{
     AmiId, BaseImage, BucketName, Kind, PackageGroup, Platform, PrivateImage, Ref, Region, Resource, ResourceId, Tags,
 };
 
+/// The image a PrivateImage delivers to its copies, shares and parameters: the one that exists, or the one a build
+/// of this plan produces.
+#[derive(Debug, Clone)]
+pub(super) struct Delivered {
+    pub image: ImageRef,
+    /// What copies record as their source (tag `imagectl:source`): the build ID, or the AMI ID of an image without one.
+    pub source_key: String,
+    pub image_id: Option<String>,
+    pub name: String,
+    pub region: Region,
+    /// A build is planned: the image does not exist yet.
+    pub rebuilt: bool,
+    pub revision: u32,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+}
+
+impl Delivered {
+    pub fn existing(image: &LiveImage) -> Self {
+        Delivered {
+            image: ImageRef::Id(image.id.clone()),
+            source_key: image.tags.get(tags::BUILD_ID).cloned().unwrap_or_else(|| image.id.clone()),
+            image_id: Some(image.id.clone()),
+            name: image.name.clone(),
+            region: image.region.clone(),
+            rebuilt: false,
+            revision: revision_of(&image.tags),
+            encrypted: image.encrypted,
+            kms_key_id: image.kms_key_id.clone(),
+        }
+    }
+}
+
 /// Builds of one PrivateImage found in AWS, newest revision first.
 struct History<'a> {
     images: Vec<&'a LiveImage>,
 }
 
-fn revision_of(tags: &Tags) -> u32 {
+pub(super) fn revision_of(tags: &Tags) -> u32 {
     tags.get(tags::REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
@@ -141,6 +175,17 @@ impl<'a> Planner<'a> {
     }
 
     fn private_image(&mut self, id: &ResourceId, image: &PrivateImage) {
+        // Until a build of the current configuration succeeds, the newest available image is the one delivered.
+        let resource = id.to_string();
+        if let Some(newest) = self
+            .live
+            .images
+            .iter()
+            .filter(|i| i.region == image.region && i.state == "available" && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource))
+            .max_by_key(|i| revision_of(&i.tags))
+        {
+            self.delivered.insert(id.clone(), Delivered::existing(newest));
+        }
         let Some(Resource::PackageGroup(group)) = self.model.resources.get(&image.package_group) else { return };
         let Some(base) = self.resolve_base(id, image, group.platform) else { return };
         let settings = BuildSettings {
@@ -156,7 +201,6 @@ impl<'a> Planner<'a> {
             block_devices: image.block_devices.clone(),
         };
         let fingerprint = build::fingerprint(&base, &group.content_digest, &settings);
-        let resource = id.to_string();
         let mut history = History {
             images: self
                 .live
@@ -174,6 +218,7 @@ impl<'a> Planner<'a> {
             .find(|i| i.state == "available" && i.tags.get(tags::FINGERPRINT) == Some(&fingerprint))
             .copied();
         if let Some(current) = current {
+            self.delivered.insert(id.clone(), Delivered::existing(current));
             let change = self.converge_image(id, image, current);
             self.push(change);
             return;
@@ -218,6 +263,20 @@ impl<'a> Planner<'a> {
             FieldChange::new("build", None, Some(json!(build_id))),
             FieldChange::new("region", None, Some(json!(image.region))),
         ];
+        self.delivered.insert(
+            id.clone(),
+            Delivered {
+                image: ImageRef::Build { build_id: build_id.clone() },
+                source_key: build_id.clone(),
+                image_id: None,
+                name: plan.ami_name.clone(),
+                region: image.region.clone(),
+                rebuilt: true,
+                revision,
+                encrypted: image.block_devices.iter().any(|d| d.encrypted == Some(true)),
+                kms_key_id: image.block_devices.iter().find_map(|d| d.kms_key.clone()),
+            },
+        );
         let wait = !self.options.no_wait;
         self.push(Change {
             resource: id.clone(),

@@ -5,6 +5,7 @@
 
 mod bucket;
 mod iam;
+mod distribution;
 mod image;
 pub mod policy;
 pub mod render;
@@ -185,6 +186,7 @@ pub fn plan(model: &Model, live: &LiveState, options: &PlanOptions, paths: &[Pat
         unchanged: 0,
         live_digests: BTreeMap::new(),
         refusals: Vec::new(),
+        delivered: BTreeMap::new(),
     };
     planner.roles();
     planner.instance_profiles();
@@ -192,7 +194,10 @@ pub fn plan(model: &Model, live: &LiveState, options: &PlanOptions, paths: &[Pat
     planner.topics();
     planner.package_groups();
     planner.private_images();
-    planner.kinds_not_planned_yet();
+    planner.copies();
+    planner.shares();
+    planner.publications();
+    planner.retention();
     if !planner.refusals.is_empty() {
         return Err(PlanError { diagnostics: planner.refusals });
     }
@@ -326,6 +331,8 @@ struct Planner<'a> {
     live_digests: BTreeMap<ResourceId, Option<String>>,
     /// Problems that make the plan impossible (a reused package-group name, a base image that does not exist).
     refusals: Vec<Diagnostic>,
+    /// What each PrivateImage delivers to its copies, shares and published parameters.
+    delivered: BTreeMap<ResourceId, image::Delivered>,
 }
 
 impl<'a> Planner<'a> {
@@ -428,24 +435,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Resources of kinds later issues plan (image builds, copies, shares) are listed, not silently dropped.
-    fn kinds_not_planned_yet(&mut self) {
-        if self.options.mode != Mode::Apply {
-            return;
-        }
-        let pending: Vec<ResourceId> = self
-            .model
-            .resources
-            .keys()
-            .filter(|id| matches!(id.kind, Kind::ImageCopy | Kind::ImageShare))
-            .filter(|id| self.in_scope(id))
-            .cloned()
-            .collect();
-        for id in pending {
-            self.note(&id, "not planned: cross-region copies and launch permissions come in a later release");
-        }
-    }
-
     /// Creates and updates wait for their dependencies' changes; deletes wait for their dependents' deletes.
     fn link_dependencies(&mut self, graph: &DependencyGraph) {
         let planned: BTreeMap<ResourceId, Action> = self.changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
@@ -468,6 +457,8 @@ impl<'a> Planner<'a> {
                 );
             }
             after.remove(&change.resource);
+            // Only changes of this plan can be waited for: an unchanged resource is already done.
+            after.retain(|a| planned.contains_key(a));
             change.after = after.into_iter().collect();
         }
     }

@@ -580,3 +580,186 @@ fn a_base_image_of_the_other_platform_is_refused() {
     let error = plan(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", Some("windows")), &PlanOptions::default(), &[]).unwrap_err();
     assert!(error.diagnostics[0].message.contains("is a Windows image, but the package group is for Linux"), "{:?}", error.diagnostics);
 }
+
+// ---- Distribution: copies, shares, published IDs, retention ----
+
+fn distribution_stack(extra: &str) -> String {
+    format!(
+        "{IMAGE_STACK}  publish: {{parameter: /images/web-base}}\n  retention: {{keep: 1}}\n---\n\
+apiVersion: imagectl/v1\nkind: ImageCopy\nmetadata: {{name: replicas}}\nspec: {{source: web-base, regions: [eu-west-1, ap-southeast-2]}}\n---\n\
+apiVersion: imagectl/v1\nkind: ImageShare\nmetadata: {{name: consumers}}\nspec:\n  image: web-base\n  accounts: [\"111122223333\", \"444455556666\"]\n{extra}"
+    )
+}
+
+/// The live state once `model`'s image exists (built as `ami-0bbb…`), with nothing distributed yet.
+fn built(model: &Model) -> (LiveState, crate::build::BuildPlan) {
+    let mut live = with_base(model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let build = build_of(&make(model, &live, PlanOptions::default())).clone();
+    live.images.push(image_built_by(&build, "ami-0bbbbbbbbbbbbbbbb"));
+    bound(model, &mut live);
+    (live, build)
+}
+
+/// Applies a distribution plan's effects to a live snapshot by hand: the copies, permissions and parameters it sets.
+fn distributed(plan: &Plan, mut live: LiveState) -> LiveState {
+    let mut next_id = 0xc0;
+    for change in &plan.changes {
+        for step in &change.steps {
+            match step {
+                Step::CopyImage { region, name, tags, .. } => {
+                    next_id += 1;
+                    live.images.push(crate::live::LiveImage {
+                        id: format!("ami-0{next_id:016x}"),
+                        region: region.clone(),
+                        name: name.clone(),
+                        state: "available".into(),
+                        description: None,
+                        creation_date: "2026-11-24T00:00:00Z".into(),
+                        snapshot_ids: vec![],
+                        tags: tags.clone(),
+                        encrypted: false,
+                        kms_key_id: None,
+                        deprecation_time: None,
+                        deregistration_protection: false,
+                    });
+                }
+                Step::SetLaunchPermissions { image: super::step::ImageRef::Id(id), add, .. } => {
+                    live.launch_permissions.insert(id.clone(), add.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    live
+}
+
+/// The image-related changes (the fixtures leave roles and buckets out of the live state).
+fn step_kinds(plan: &Plan) -> Vec<String> {
+    plan.changes.iter().filter(|c| matches!(c.resource.kind, Kind::PrivateImage | Kind::ImageCopy | Kind::ImageShare)).map(|c| format!("{} {:?} {}", c.resource, c.action, c.steps.len())).collect()
+}
+
+#[test]
+fn copies_are_planned_per_region_then_shares_then_the_published_ids() {
+    let model = image_model(&distribution_stack(""));
+    let (live, _) = built(&model);
+    let plan = make(&model, &live, PlanOptions::default());
+    assert_eq!(
+        step_kinds(&plan),
+        vec![
+            "ImageCopy/replicas/ap-southeast-2 Create 1",
+            "ImageCopy/replicas/eu-west-1 Create 1",
+            "ImageShare/consumers Update 3",
+            "PrivateImage/web-base/publish Create 3",
+        ]
+    );
+    let copy = plan.changes.iter().find(|c| c.resource.kind == Kind::ImageCopy).unwrap();
+    let Step::CopyImage { source, source_region, tags, .. } = &copy.steps[0] else { panic!("a copy") };
+    assert_eq!(source, &super::step::ImageRef::Id("ami-0bbbbbbbbbbbbbbbb".into()));
+    assert_eq!(source_region.as_str(), "us-east-1");
+    assert_eq!(tags.get("imagectl:resource").map(String::as_str), Some("ImageCopy/replicas"));
+    let share = plan.changes.iter().find(|c| c.resource.kind == Kind::ImageShare).unwrap();
+    assert_eq!(share.after.len(), 2, "the share waits for both copies: {:?}", share.after);
+    let refs: Vec<String> = share.steps.iter().map(|s| match s {
+        Step::SetLaunchPermissions { image, region, add, .. } => {
+            assert_eq!(add.accounts.len(), 2);
+            format!("{region} {image}")
+        }
+        other => panic!("{other:?}"),
+    }).collect();
+    assert!(refs[0].starts_with("us-east-1 ami-0bbb"), "{refs:?}");
+    assert!(refs[1..].iter().all(|r| r.contains("the ImageCopy/replicas copy of web-base-r1-")), "{refs:?}");
+    let publish = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/publish").unwrap();
+    assert!(publish.after.contains(&ResourceId::new(Kind::ImageShare, "consumers")));
+}
+
+#[test]
+fn distribution_converges_and_changes_exactly_what_changed() {
+    let model = image_model(&distribution_stack(""));
+    let (live, _) = built(&model);
+    let live = distributed(&make(&model, &live, PlanOptions::default()), live);
+    let mut live = live;
+    // What the share's CopyOf steps would have granted once the copies existed.
+    let copy_ids: Vec<String> = live.images.iter().filter(|i| i.region.as_str() != "us-east-1").map(|i| i.id.clone()).collect();
+    let granted = live.launch_permissions.values().next().cloned().unwrap();
+    for id in &copy_ids {
+        live.launch_permissions.insert(id.clone(), granted.clone());
+    }
+    for image in live.images.clone() {
+        live.parameters.entry(image.region.clone()).or_default().insert("/images/web-base".into(), image.id.clone());
+    }
+    let plan = make(&model, &live, PlanOptions::default());
+    assert_eq!(step_kinds(&plan), Vec::<String>::new());
+
+    // Adding a region creates exactly one copy (and shares and publishes it there).
+    let wider = image_model(&distribution_stack("").replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1, ap-southeast-2, ca-central-1]"));
+    let plan = make(&wider, &live, PlanOptions::default());
+    assert_eq!(
+        step_kinds(&plan),
+        vec!["ImageCopy/replicas/ca-central-1 Create 1", "ImageShare/consumers Update 1", "PrivateImage/web-base/publish Update 1"]
+    );
+
+    // Removing an account removes exactly that permission, everywhere.
+    let fewer = image_model(&distribution_stack("").replace("[\"111122223333\", \"444455556666\"]", "[\"111122223333\"]"));
+    let plan = make(&fewer, &live, PlanOptions::default());
+    assert_eq!(step_kinds(&plan), vec!["ImageShare/consumers Update 3"]);
+    for step in &plan.changes.iter().find(|c| c.resource.kind == Kind::ImageShare).unwrap().steps {
+        let Step::SetLaunchPermissions { add, remove, .. } = step else { panic!() };
+        assert!(add.is_empty());
+        assert_eq!(remove.accounts, BTreeSet::from(["444455556666".to_owned()]));
+    }
+
+    // A region removed from the list deletes that region's copy.
+    let narrower = image_model(&distribution_stack("").replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1]"));
+    let plan = make(&narrower, &live, PlanOptions::default());
+    let gone = plan.changes.iter().find(|c| c.resource.to_string() == "ImageCopy/replicas/ap-southeast-2").expect("delete");
+    assert_eq!(gone.action, Action::Delete);
+    assert!(matches!(&gone.steps[..], [Step::DeregisterImage { .. }]));
+}
+
+#[test]
+fn a_rebuild_is_copied_shared_published_then_old_images_are_retired() {
+    let model = image_model(&distribution_stack(""));
+    let (live, _) = built(&model);
+    let mut live = distributed(&make(&model, &live, PlanOptions::default()), live);
+    live.base_images.get_mut(&base_query(&model).key()).unwrap().id = AmiId::parse("ami-0cccccccccccccccc").unwrap();
+    let plan = make(&model, &live, PlanOptions::default());
+    let order: Vec<String> = plan.changes.iter().map(|c| c.resource.to_string()).collect();
+    let position = |name: &str| order.iter().position(|o| o == name).unwrap_or_else(|| panic!("{name} in {order:?}"));
+    assert!(position("PrivateImage/web-base") < position("ImageCopy/replicas/eu-west-1"));
+    assert!(position("ImageCopy/replicas/eu-west-1") < position("ImageShare/consumers"));
+    assert!(position("ImageShare/consumers") < position("PrivateImage/web-base/publish"));
+    assert!(position("PrivateImage/web-base/publish") < position("PrivateImage/web-base/retention"));
+    let build = build_of(&plan).build_id.clone();
+    let Step::CopyImage { source, .. } = &plan.changes[position("ImageCopy/replicas/eu-west-1")].steps[0] else { panic!() };
+    assert_eq!(source, &super::step::ImageRef::Build { build_id: build.clone() });
+    // keep: 1 and a new image coming: the old image and both its copies go, with their snapshots.
+    let retention = &plan.changes[position("PrivateImage/web-base/retention")];
+    let deregistered: Vec<&str> = retention.steps.iter().map(|s| match s {
+        Step::DeregisterImage { region, .. } => region.as_str(),
+        other => panic!("{other:?}"),
+    }).collect();
+    assert_eq!(deregistered.len(), 3, "{deregistered:?}");
+    assert!(retention.after.contains(&ResourceId::new(Kind::PrivateImage, "web-base")));
+    // An image still in use is kept, and the plan says why.
+    live.images_in_use.insert("ami-0bbbbbbbbbbbbbbbb".into(), "instance i-0abc (running)".into());
+    let plan = make(&model, &live, PlanOptions::default());
+    assert!(plan.changes.iter().all(|c| c.resource.to_string() != "PrivateImage/web-base/retention"));
+    assert!(plan.notes.iter().any(|n| n.message.contains("keeps ami-0bbbbbbbbbbbbbbbb beyond retention (1 kept): it is in use by instance i-0abc (running)")), "{:?}", plan.notes);
+}
+
+#[test]
+fn deprecation_and_protection_requests_are_planned_for_kept_images() {
+    let model = image_model(&distribution_stack("").replace("retention: {keep: 1}", "retention: {keep: 2, deprecateAfterDays: 30, deregistrationProtection: true}"));
+    let (live, _) = built(&model);
+    let plan = make(&model, &live, PlanOptions::default());
+    let retention = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/retention").expect("retention");
+    assert!(retention.steps.contains(&Step::EnableImageDeprecation {
+        image_id: "ami-0bbbbbbbbbbbbbbbb".into(),
+        region: Region::parse("us-east-1").unwrap(),
+        deprecate_at: "2026-12-24T00:00:00Z".into()
+    }));
+    assert!(retention.steps.contains(&Step::EnableDeregistrationProtection {
+        image_id: "ami-0bbbbbbbbbbbbbbbb".into(),
+        region: Region::parse("us-east-1").unwrap()
+    }));
+}

@@ -203,11 +203,29 @@ fn print_progress(event: Event<'_>) {
     }
 }
 
-pub async fn status(connect: &ConnectOptions, paths: &[PathBuf], json: bool) -> Result<u8> {
+/// Reads what `status` and `outputs` report on: the stack's images and builds.
+async fn read_images(connect: &ConnectOptions, paths: &[PathBuf]) -> Result<(imagectl::model::Model, imagectl::live::LiveState)> {
     let validated = imagectl::load_stack(paths)?;
     let aws = Aws::connect(connect).await?;
-    let live = aws.read_live(&ReadScope::for_model(&validated.model, false)).await.context("cannot read the live state")?;
-    let statuses = imagectl::status::images(&validated.model, &live);
+    let scope = ReadScope { image_permissions: false, image_usage: false, ..ReadScope::for_model(&validated.model, false) };
+    let live = aws.read_live(&scope).await.context("cannot read the live state")?;
+    Ok((validated.model, live))
+}
+
+pub async fn outputs(connect: &ConnectOptions, paths: &[PathBuf], json: bool) -> Result<u8> {
+    let (model, live) = read_images(connect, paths).await?;
+    let outputs = imagectl::status::outputs(&model, &live);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outputs)?);
+    } else {
+        print!("{}", imagectl::status::render_outputs(&outputs));
+    }
+    Ok(exit::OK)
+}
+
+pub async fn status(connect: &ConnectOptions, paths: &[PathBuf], json: bool) -> Result<u8> {
+    let (model, live) = read_images(connect, paths).await?;
+    let statuses = imagectl::status::images(&model, &live);
     if json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {

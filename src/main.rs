@@ -116,6 +116,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// Print the AMI IDs each image delivers, per region (its own and its copies), for scripts.
+    Outputs {
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Delete everything the stack owns, in reverse dependency order.
     Destroy {
         #[command(flatten)]
@@ -207,6 +214,9 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Status { paths, output } => {
             commands::runtime()?.block_on(commands::status(&cli.aws.into(), &paths, output == OutputFormat::Json))
+        }
+        Command::Outputs { paths, output } => {
+            commands::runtime()?.block_on(commands::outputs(&cli.aws.into(), &paths, output == OutputFormat::Json))
         }
         Command::Destroy { scope, auto_approve, parallelism } => {
             let source = commands::PlanSource::Fresh(commands::PlanRequest {

@@ -136,3 +136,59 @@ pub fn render(statuses: &[ImageStatus]) -> String {
     }
     out
 }
+
+/// An image's AMI in one region: the PrivateImage's own, or a copy's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    pub image: String,
+    pub region: String,
+    pub image_id: String,
+    /// `ImageCopy/<name>` for a copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+}
+
+/// The AMI IDs each PrivateImage currently delivers, per region: its newest available image and the copies of it.
+pub fn outputs(model: &Model, live: &LiveState) -> Vec<Output> {
+    let mut out = Vec::new();
+    for (id, resource) in &model.resources {
+        let Resource::PrivateImage(image) = resource else { continue };
+        let resource = id.to_string();
+        let Some(current) = live
+            .images
+            .iter()
+            .filter(|i| i.tags.get(RESOURCE_TAG) == Some(&resource) && i.state == "available" && i.region == image.region)
+            .max_by_key(|i| revision(&i.tags))
+        else {
+            continue;
+        };
+        out.push(Output { image: image.name.clone(), region: current.region.to_string(), image_id: current.id.clone(), copy: None });
+        let source = current.tags.get(tags::BUILD_ID).unwrap_or(&current.id);
+        let mut copies: Vec<_> = live
+            .images
+            .iter()
+            .filter(|i| i.state == "available" && i.tags.get(tags::SOURCE) == Some(source))
+            .filter(|i| i.tags.get(RESOURCE_TAG).is_some_and(|r| r.starts_with("ImageCopy/")))
+            .collect();
+        copies.sort_by(|a, b| a.region.cmp(&b.region));
+        for copy in copies {
+            out.push(Output {
+                image: image.name.clone(),
+                region: copy.region.to_string(),
+                image_id: copy.id.clone(),
+                copy: copy.tags.get(RESOURCE_TAG).cloned(),
+            });
+        }
+    }
+    out
+}
+
+/// `image  region  ami-…` lines.
+pub fn render_outputs(outputs: &[Output]) -> String {
+    let width = outputs.iter().map(|o| o.image.len()).max().unwrap_or(0);
+    outputs
+        .iter()
+        .map(|o| format!("{:<width$}  {:<15} {}{}\n", o.image, o.region, o.image_id, o.copy.as_ref().map(|c| format!("  ({c})")).unwrap_or_default()))
+        .collect()
+}

@@ -10,6 +10,8 @@ mod instance;
 mod build;
 #[path = "aws/cli.rs"]
 mod cli;
+#[path = "aws/distribution.rs"]
+mod distribution;
 
 use support::Emulator;
 

@@ -2,6 +2,7 @@
 //! resumed after any step: "already done" answers count as success, and a create that finds the resource checks
 //! by its ownership tags that it is the one this step would have made.
 
+mod distribution;
 mod iam;
 mod images;
 mod packages;
@@ -86,14 +87,46 @@ pub(super) async fn execute(aws: &Aws, step: &Step) -> Result<(), AwsError> {
         Step::SetImageDescription { image_id, region, description } => {
             images::set_image_description(aws, image_id, region.as_str(), description).await
         }
-        Step::CopyImage { .. }
-        | Step::SetLaunchPermissions { .. }
-        | Step::SetSnapshotPermissions { .. }
-        | Step::PutImageParameter { .. }
-        | Step::DeregisterImage { .. }
-        | Step::EnableImageDeprecation { .. }
-        | Step::EnableDeregistrationProtection { .. } => {
-            Err(AwsError::new(step.describe(), None, "distribution steps are not implemented yet"))
+        Step::CopyImage {
+            source,
+            source_region,
+            region,
+            name,
+            description,
+            encrypted,
+            kms_key,
+            tags,
+            client_token,
+        } => {
+            let copy = distribution::Copy {
+                source,
+                source_region,
+                region,
+                name,
+                description: description.as_deref(),
+                encrypted: *encrypted,
+                kms_key: kms_key.as_deref(),
+                tags,
+                client_token,
+            };
+            // Boxed like the build: waiting for a copy is a long-lived state machine.
+            Box::pin(distribution::copy_image(aws, &copy)).await
+        }
+        Step::SetLaunchPermissions { image, region, add, remove } => {
+            distribution::set_launch_permissions(aws, image, region, add, remove).await
+        }
+        Step::SetSnapshotPermissions { image, region, add, remove } => {
+            distribution::set_snapshot_permissions(aws, image, region, add, remove).await
+        }
+        Step::PutImageParameter { name, region, image } => distribution::put_image_parameter(aws, name, region, image).await,
+        Step::DeregisterImage { image_id, region, snapshot_ids } => {
+            distribution::deregister_image(aws, image_id, region, snapshot_ids).await
+        }
+        Step::EnableImageDeprecation { image_id, region, deprecate_at } => {
+            distribution::enable_image_deprecation(aws, image_id, region, deprecate_at).await
+        }
+        Step::EnableDeregistrationProtection { image_id, region } => {
+            distribution::enable_deregistration_protection(aws, image_id, region).await
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Reads the live state a `ReadScope` asks for: the four kinds concurrently, each with the fewest calls its API
+//! Reads the live state a `ReadScope` asks for: the kinds concurrently, each with the fewest calls its API
 //! allows (see the submodules), every request through `Aws::limited`.
 
+mod distribution;
 mod ec2;
 mod iam;
 mod packages;
@@ -14,21 +15,26 @@ use crate::live::{LiveState, ReadScope};
 use crate::model::AccountId;
 
 pub(super) use iam::tags as iam_tags;
-pub(super) use ec2::{filter as ec2_filter, sdk_tags as ec2_sdk_tags, snapshot_ids, LIVE_INSTANCE_STATES};
+pub(super) use ec2::{filter as ec2_filter, sdk_tags as ec2_sdk_tags, snapshot_ids, tags as ec2_tags, LIVE_INSTANCE_STATES};
 pub(super) use packages::{get_object_with, parse_report, SHA256_METADATA};
 pub(super) use s3::{bucket_region, tags as s3_tags, EXPIRE_RULE_ID};
 
 pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState, AwsError> {
-    let (account, iam, s3, sns, ec2) = tokio::try_join!(
+    let (account, iam, s3, sns, ec2, parameters) = tokio::try_join!(
         aws.account_id(),
         iam::read(aws, scope),
         s3::read(aws, scope),
         sns::read(aws, scope),
-        ec2::read(aws, scope)
+        ec2::read(aws, scope),
+        distribution::parameters(aws, scope)
     )?;
     // Package groups and build reports live in buckets: read once the bucket listing has told their regions.
+    // Permissions and usage are those of the stack's images: read once they are listed.
     let bucket_regions = s3.buckets.iter().map(|(name, bucket)| (name.clone(), bucket.region.to_string())).collect();
-    let packages = packages::read(aws, scope, &ec2, &bucket_regions).await?;
+    let (packages, distribution) = tokio::try_join!(
+        packages::read(aws, scope, &ec2, &bucket_regions),
+        distribution::read(aws, scope, &ec2.images)
+    )?;
     let mut external = s3.external;
     external.extend(sns.external);
     external.extend(iam_external(&scope.external_roles, "role", &account, &iam.all_roles));
@@ -51,7 +57,10 @@ pub(super) async fn read_live(aws: &Aws, scope: &ReadScope) -> Result<LiveState,
         package_groups: packages.package_groups,
         packages_present: packages.packages_present,
         build_reports: packages.build_reports,
-        ..LiveState::default()
+        launch_permissions: distribution.launch_permissions,
+        snapshot_permissions: distribution.snapshot_permissions,
+        parameters,
+        images_in_use: distribution.images_in_use,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The commands that talk to AWS — plan, apply, destroy — from validated manifests to printed results.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -157,7 +158,25 @@ pub async fn apply(connect: &ConnectOptions, source: PlanSource, auto_approve: b
         return Ok(exit::ERROR);
     }
     println!();
-    let report = apply::execute(&plan, &aws, parallelism, print_progress).await;
+    let running: RefCell<BTreeSet<ResourceId>> = RefCell::new(BTreeSet::new());
+    let execution = apply::execute(&plan, &aws, parallelism, |event| {
+        match &event {
+            Event::Started { change } => running.borrow_mut().insert(change.resource.clone()),
+            Event::Finished { change, .. } => running.borrow_mut().remove(&change.resource),
+        };
+        print_progress(event)
+    });
+    let report = tokio::select! {
+        report = execution => Some(report),
+        signal = interrupted() => {
+            println!("\nInterrupted by {signal}.");
+            None
+        }
+    };
+    let Some(report) = report else {
+        cancel_builds(&aws, &plan, &running.borrow()).await;
+        return Ok(exit::ERROR);
+    };
     let done = report.count(|o| matches!(o, Outcome::Done { .. }));
     let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
     let skipped = report.count(|o| matches!(o, Outcome::Skipped { .. }));
@@ -176,6 +195,39 @@ pub async fn apply(connect: &ConnectOptions, source: PlanSource, auto_approve: b
     }
     println!("Fix the cause and run apply again: finished work is not repeated.");
     Ok(exit::ERROR)
+}
+
+/// Waits for Ctrl-C or SIGTERM (a CI job cancelled, a pod evicted) and names it.
+async fn interrupted() -> &'static str {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+/// On interruption, the builds that were running are stopped and their instances terminated (a killed process
+/// cannot do this; then the next apply resumes the build instead). Other changes were single AWS calls: whatever
+/// finished is kept, and a re-run converges.
+async fn cancel_builds(aws: &Aws, plan: &Plan, running: &BTreeSet<ResourceId>) {
+    for change in plan.changes.iter().filter(|c| running.contains(&c.resource)) {
+        for step in &change.steps {
+            if let imagectl::plan::Step::BuildImage { build, .. } = step {
+                println!("{}: stopping build {} and terminating its instance…", change.resource, build.build_id);
+                match aws.cancel_build(build, "the apply running the build was interrupted").await {
+                    Ok(()) => println!("{}: build {} stopped.", change.resource, build.build_id),
+                    Err(e) => println!("{}: could not stop build {}: {e}", change.resource, build.build_id),
+                }
+            }
+        }
+    }
+    println!("Nothing else is undone; run apply again to converge.");
 }
 
 /// The progressive and past forms of an action, for progress lines.

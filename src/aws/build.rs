@@ -69,6 +69,32 @@ pub(super) async fn run(aws: &Aws, plan: &BuildPlan, wait: bool) -> Result<(), A
     build.run(wait).await
 }
 
+/// Stops a build that an interrupted apply was running: terminates its instance (a half-built instance costs money
+/// and holds a half-installed system) and publishes Investigating. An image already captured is left alone.
+pub(super) async fn cancel(aws: &Aws, plan: &BuildPlan, why: &str) -> Result<(), AwsError> {
+    let build = Build::connect(aws, plan).await?;
+    if build.find_image().await?.is_some() {
+        return Ok(());
+    }
+    if build.terminate_all().await? {
+        publish(aws, plan, BuildState::Investigating, why, None).await;
+    }
+    // A mark under the build's prefix, so that the next plan counts this revision as used: reusing the build ID
+    // would reuse its RunInstances ClientToken, which on AWS answers with the terminated instance.
+    let key = format!("imagectl/builds/{}/cancelled.json", plan.build_id);
+    let body = serde_json::json!({ "buildId": plan.build_id, "reason": why }).to_string();
+    build
+        .logs
+        .put_object()
+        .bucket(&plan.logs_bucket)
+        .key(&key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body.into_bytes()))
+        .send()
+        .await
+        .during(format_args!("PutObject {key}"))?;
+    Ok(())
+}
+
 /// A build instance as the pipeline sees it.
 #[derive(Debug, Clone)]
 struct BuildInstance {

@@ -126,6 +126,11 @@ impl Aws {
         read::read_live(self, scope).await
     }
 
+    /// Stops a build an interrupted apply was running: terminates its instance and publishes Investigating.
+    pub async fn cancel_build(&self, plan: &crate::build::BuildPlan, why: &str) -> Result<(), AwsError> {
+        build::cancel(self, plan, why).await
+    }
+
     /// Runs one plan step. Every step is idempotent: a step retried after it succeeded (or half-succeeded) succeeds.
     pub async fn execute(&self, step: &Step) -> Result<(), AwsError> {
         execute::execute(self, step).await

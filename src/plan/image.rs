@@ -263,20 +263,36 @@ impl<'a> Planner<'a> {
             FieldChange::new("build", None, Some(json!(build_id))),
             FieldChange::new("region", None, Some(json!(image.region))),
         ];
-        self.delivered.insert(
-            id.clone(),
-            Delivered {
-                image: ImageRef::Build { build_id: build_id.clone() },
-                source_key: build_id.clone(),
-                image_id: None,
-                name: plan.ami_name.clone(),
-                region: image.region.clone(),
-                rebuilt: true,
-                revision,
-                encrypted: image.block_devices.iter().any(|d| d.encrypted == Some(true)),
-                kms_key_id: image.block_devices.iter().find_map(|d| d.kms_key.clone()),
-            },
-        );
+        // With --no-wait the build only starts: its image does not exist when this apply ends, so copies, shares and
+        // the published ID stay with the current image (steps waiting for the new one would fail); the apply that
+        // captures the build moves them.
+        if self.options.no_wait {
+            let source = crate::model::ImageSource::Stack(id.clone());
+            let distributed = image.publish_parameter.is_some()
+                || self.model.resources.values().any(|r| match r {
+                    Resource::ImageCopy(c) => c.source == source,
+                    Resource::ImageShare(s) => s.image == source,
+                    _ => false,
+                });
+            if distributed {
+                self.note(id, format!("build {build_id} only starts (--no-wait): its copies, shares and published ID follow on the apply that captures it"));
+            }
+        } else {
+            self.delivered.insert(
+                id.clone(),
+                Delivered {
+                    image: ImageRef::Build { build_id: build_id.clone() },
+                    source_key: build_id.clone(),
+                    image_id: None,
+                    name: plan.ami_name.clone(),
+                    region: image.region.clone(),
+                    rebuilt: true,
+                    revision,
+                    encrypted: image.block_devices.iter().any(|d| d.encrypted == Some(true)),
+                    kms_key_id: image.block_devices.iter().find_map(|d| d.kms_key.clone()),
+                },
+            );
+        }
         let wait = !self.options.no_wait;
         self.push(Change {
             resource: id.clone(),

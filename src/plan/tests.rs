@@ -542,6 +542,20 @@ fn a_build_in_progress_is_resumed_not_duplicated() {
 }
 
 #[test]
+fn a_build_started_without_waiting_is_not_published_before_it_is_captured() {
+    let model = image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  publish: {parameter: /golden/web-base}"));
+    let live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let waiting = make(&model, &live, PlanOptions::default());
+    assert!(waiting.changes.iter().any(|c| c.resource.name == "web-base/publish"), "{:?}", actions(&waiting));
+    let started = make(&model, &live, PlanOptions { no_wait: true, ..PlanOptions::default() });
+    assert!(matches!(&build_of(&started).build_id, id if id.starts_with("web-base-r1-")));
+    // The image does not exist when this apply ends: nothing may be published from it yet.
+    assert!(started.changes.iter().all(|c| c.resource.name != "web-base/publish"), "{:?}", actions(&started));
+    let note = format!("build {} only starts (--no-wait): its copies, shares and published ID follow on the apply that captures it", build_of(&started).build_id);
+    assert!(started.notes.iter().any(|n| n.message == note), "{:?}", started.notes);
+}
+
+#[test]
 fn a_build_that_found_issues_is_not_retried_until_something_changes() {
     let model = image_model(IMAGE_STACK);
     let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);

@@ -278,10 +278,13 @@ pub async fn outputs(connect: &ConnectOptions, paths: &[PathBuf], json: bool) ->
 pub async fn status(connect: &ConnectOptions, paths: &[PathBuf], json: bool) -> Result<u8> {
     let (model, live) = read_images(connect, paths).await?;
     let statuses = imagectl::status::images(&model, &live);
+    let groups = imagectl::status::package_groups(&model, &live);
     if json {
-        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        let report = serde_json::json!({ "images": statuses, "packageGroups": groups });
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", imagectl::status::render(&statuses));
+        print!("{}", imagectl::status::render_groups(&groups));
     }
     Ok(exit::OK)
 }

@@ -83,6 +83,14 @@ impl ReadScope {
                         Ref::Stack(id) => id.name.clone(),
                     };
                     scope.package_groups.insert(g.name.clone(), bucket);
+                    if let Some(t) = &g.test_builds {
+                        scope.regions.insert(t.region.clone());
+                        scope.logs_buckets.insert(match &t.logs_bucket {
+                            Ref::External(bucket) => bucket.to_string(),
+                            Ref::Stack(id) => id.name.clone(),
+                        });
+                        scope.base_images.extend(t.base_images.values().filter_map(|b| BaseImageQuery::new(t.region.clone(), b)));
+                    }
                 }
                 Resource::PrivateImage(i) => {
                     scope.regions.insert(i.region.clone());
@@ -186,8 +194,12 @@ pub enum BaseImageQuery {
 impl BaseImageQuery {
     /// The query for a PrivateImage's base; None when the base is another PrivateImage of the stack.
     pub fn for_image(image: &PrivateImage) -> Option<Self> {
-        let region = image.region.clone();
-        match &image.base_image {
+        Self::new(image.region.clone(), &image.base_image)
+    }
+
+    /// The query for a base image in a region; None for another PrivateImage of the stack.
+    pub fn new(region: Region, base: &BaseImage) -> Option<Self> {
+        match base {
             BaseImage::Id(id) => Some(BaseImageQuery::Id { region, id: id.clone() }),
             BaseImage::Lookup { owners, name, architecture } => Some(BaseImageQuery::Lookup {
                 region,

@@ -41,6 +41,107 @@ fn revision(tags: &crate::model::Tags) -> u32 {
     tags.get(tags::REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
+/// A package group's test builds: the group state and each operating system's, as in the seller guide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    pub resource: String,
+    /// None until a test build has started.
+    pub state: Option<BuildState>,
+    pub builds: Vec<OsBuild>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsBuild {
+    pub operating_system: String,
+    pub build_id: Option<String>,
+    pub state: Option<BuildState>,
+    pub detail: String,
+}
+
+/// The group state from its builds' states: any Issues Found is the seller's to fix; otherwise any Investigating,
+/// then any still Building or Scanning; Successful only when every build is.
+fn group_state(states: &[Option<BuildState>]) -> Option<BuildState> {
+    let has = |s: BuildState| states.contains(&Some(s));
+    if states.iter().all(Option::is_none) {
+        None
+    } else if has(BuildState::IssuesFound) {
+        Some(BuildState::IssuesFound)
+    } else if has(BuildState::Investigating) {
+        Some(BuildState::Investigating)
+    } else if has(BuildState::Building) || states.contains(&None) {
+        Some(BuildState::Building)
+    } else if has(BuildState::Scanning) {
+        Some(BuildState::Scanning)
+    } else {
+        Some(BuildState::Successful)
+    }
+}
+
+/// The test-build status of every package group that has test builds.
+pub fn package_groups(model: &Model, live: &LiveState) -> Vec<GroupStatus> {
+    let mut out = Vec::new();
+    for (id, resource) in &model.resources {
+        let Resource::PackageGroup(group) = resource else { continue };
+        let Some(tests) = &group.test_builds else { continue };
+        let resource = id.to_string();
+        let mut builds = Vec::new();
+        for os in tests.base_images.keys() {
+            let running = live.build_instances.iter().find(|i| {
+                i.tags.get(RESOURCE_TAG) == Some(&resource) && i.tags.get(tags::OPERATING_SYSTEM).map(String::as_str) == Some(os.as_str())
+            });
+            let prefix = format!("{}-{os}-r", group.name);
+            let (build_id, reports) = match running {
+                Some(instance) => {
+                    let build_id = instance.tags.get(tags::BUILD_ID).cloned().unwrap_or_default();
+                    let reports = live.build_reports.get(&build_id);
+                    (Some(build_id), reports)
+                }
+                None => live
+                    .build_reports
+                    .iter()
+                    .filter_map(|(b, r)| Some((b.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok()?, b, r)))
+                    .max_by_key(|(revision, _, _)| *revision)
+                    .map(|(_, b, r)| (Some(b.clone()), Some(r)))
+                    .unwrap_or((None, None)),
+            };
+            let (state, detail) = match (reports.and_then(|r| r.result.as_ref()), reports.and_then(|r| r.status.as_ref())) {
+                (Some(result), _) => {
+                    let (state, verdict) = build::judge(result, &format!("imagectl/builds/{}/install.log", build_id.as_deref().unwrap_or("")));
+                    match state {
+                        BuildState::Scanning if running.is_some() => (Some(BuildState::Scanning), "scanned; the test image is being captured".to_owned()),
+                        BuildState::Scanning => (Some(BuildState::Successful), "built and scanned".to_owned()),
+                        other => (Some(other), verdict),
+                    }
+                }
+                (None, Some(status)) => (Some(status.state), format!("since {}", status.at)),
+                (None, None) if running.is_some() => (Some(BuildState::Building), "instance launched".to_owned()),
+                (None, None) => (None, "not built yet".to_owned()),
+            };
+            builds.push(OsBuild { operating_system: os.clone(), build_id, state, detail });
+        }
+        let states: Vec<Option<BuildState>> = builds.iter().map(|b| b.state).collect();
+        out.push(GroupStatus { resource, state: group_state(&states), builds });
+    }
+    out
+}
+
+/// Text lines for the terminal.
+pub fn render_groups(groups: &[GroupStatus]) -> String {
+    let mut out = String::new();
+    for g in groups {
+        let state = g.state.map(|s| s.to_string()).unwrap_or_else(|| "not built yet".to_owned());
+        out.push_str(&format!("{}: {state}\n", g.resource));
+        for b in &g.builds {
+            let state = b.state.map(|s| s.to_string()).unwrap_or_else(|| "-".to_owned());
+            let build = b.build_id.as_deref().map(|id| format!(" (build {id})")).unwrap_or_default();
+            out.push_str(&format!("  {}: {state}{build} — {}\n", b.operating_system, b.detail));
+        }
+    }
+    out
+}
+
 /// The status of every PrivateImage of the model.
 pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
     let mut out = Vec::new();

@@ -714,6 +714,10 @@ impl Context<'_> {
             self.error("spec.timeoutMinutes", format!("{timeout_minutes} minutes is out of range")).help =
                 Some("between 1 and 1440 minutes".into());
         }
+        let test_builds = match &spec.test_builds {
+            Some(t) => Some(self.test_builds(t, &spec.operating_systems)?),
+            None => None,
+        };
         let tags = self.tags(&spec.tags);
         if packages.len() != spec.packages.len() || spec.packages.is_empty() {
             return None;
@@ -728,8 +732,42 @@ impl Context<'_> {
             installer_arguments: spec.installer_arguments.clone(),
             timeout_minutes,
             content_digest,
+            test_builds,
             tags,
             lifecycle: Self::lifecycle(&m.metadata),
+        })
+    }
+
+    fn test_builds(&mut self, t: &raw::TestBuilds, operating_systems: &[String]) -> Option<TestBuilds> {
+        let region = self.region("spec.testBuilds.region", &t.region);
+        let instance_profile =
+            self.iam_arn("spec.testBuilds.instanceProfile", &t.instance_profile, Kind::InstanceProfile, "instance-profile");
+        let automation_role = self.iam_arn("spec.testBuilds.automationRole", &t.automation_role, Kind::Role, "role");
+        let logs_bucket = self.bucket("spec.testBuilds.logsBucket", &t.logs_bucket);
+        let instance_type = t.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
+        if t.base_images.is_empty() {
+            self.error("spec.testBuilds.baseImages", "no base image for any operating system").help =
+                Some("map each operating system to test to a base image, e.g. amazon-linux-2023: {parameter: …}".into());
+        }
+        let mut base_images = BTreeMap::new();
+        for (os, base) in &t.base_images {
+            let field = format!("spec.testBuilds.baseImages.{os}");
+            if !operating_systems.contains(os) {
+                self.error(&field, format!("`{os}` is not one of this group's operatingSystems")).help =
+                    Some(format!("test one of {}", operating_systems.join(", ")));
+                continue;
+            }
+            if let Some(image) = self.base_image(&field, base, false) {
+                base_images.insert(os.clone(), image);
+            }
+        }
+        Some(TestBuilds {
+            region: region?,
+            instance_profile: instance_profile?,
+            automation_role: automation_role?,
+            logs_bucket: logs_bucket?,
+            instance_type,
+            base_images,
         })
     }
 
@@ -760,10 +798,13 @@ impl Context<'_> {
         })
     }
 
-    fn private_image(&mut self, m: &raw::Envelope<raw::PrivateImageSpec>) -> Option<PrivateImage> {
-        let spec = &m.spec;
-        let region = self.region("spec.region", &spec.region);
-        let base = &spec.base_image;
+    /// Checks a base image: exactly one of id, lookup, parameter (or, where `allow_image`, another PrivateImage).
+    fn base_image(&mut self, field: &str, base: &raw::BaseImage, allow_image: bool) -> Option<BaseImage> {
+        if !allow_image && base.image.is_some() {
+            self.error(&format!("{field}.image"), "a test build's base image must be an AMI, not a PrivateImage").help =
+                Some("use `id:`, `lookup:` or `parameter:`".into());
+            return None;
+        }
         let written: Vec<&str> = [
             base.id.as_ref().map(|_| "id"),
             base.lookup.as_ref().map(|_| "lookup"),
@@ -773,33 +814,33 @@ impl Context<'_> {
         .into_iter()
         .flatten()
         .collect();
-        let base_image = if written.is_empty() {
-            self.error("spec.baseImage", "the base image is not given: exactly one of id, lookup, parameter or image is needed")
+        if written.is_empty() {
+            self.error(field, "the base image is not given: exactly one of id, lookup, parameter or image is needed")
                 .help = Some("e.g. `parameter: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64`".into());
             None
         } else if written.len() > 1 {
-            self.error("spec.baseImage", format!("{} are given; exactly one of id, lookup, parameter or image is needed", written.join(" and ")))
+            self.error(field, format!("{} are given; exactly one of id, lookup, parameter or image is needed", written.join(" and ")))
                 .help = Some(format!("keep one of {} and remove the others", written.join(", ")));
             None
         } else if let Some(id) = &base.id {
-            self.check("spec.baseImage.id", AmiId::parse(id)).map(BaseImage::Id)
+            self.check(&format!("{field}.id"), AmiId::parse(id)).map(BaseImage::Id)
         } else if let Some(lookup) = &base.lookup {
             let mut ok = true;
             if lookup.owners.is_empty() {
-                self.error("spec.baseImage.lookup.owners", "a lookup needs at least one owner").help =
+                self.error(&format!("{field}.lookup.owners"), "a lookup needs at least one owner").help =
                     Some("account IDs, `self`, `amazon` or `aws-marketplace`: an unowned name pattern could match anyone's image".into());
                 ok = false;
             }
             for (i, owner) in lookup.owners.iter().enumerate() {
                 if !["self", "amazon", "aws-marketplace"].contains(&owner.as_str()) && AccountId::parse(owner).is_err() {
-                    self.error(&format!("spec.baseImage.lookup.owners[{i}]"), format!("`{owner}` is not an image owner"))
+                    self.error(&format!("{field}.lookup.owners[{i}]"), format!("`{owner}` is not an image owner"))
                         .help = Some("a 12-digit account ID, `self`, `amazon` or `aws-marketplace`".into());
                     ok = false;
                 }
             }
             if let Some(arch) = &lookup.architecture {
                 if !["x86_64", "arm64", "i386", "x86_64_mac", "arm64_mac"].contains(&arch.as_str()) {
-                    self.error("spec.baseImage.lookup.architecture", format!("`{arch}` is not an EC2 architecture"))
+                    self.error(&format!("{field}.lookup.architecture"), format!("`{arch}` is not an EC2 architecture"))
                         .help = Some("x86_64 or arm64".into());
                     ok = false;
                 }
@@ -809,16 +850,22 @@ impl Context<'_> {
             if parameter.starts_with('/') || parameter.starts_with("arn:") {
                 Some(BaseImage::Parameter(parameter.clone()))
             } else {
-                self.error("spec.baseImage.parameter", format!("`{parameter}` is not an SSM parameter name")).help =
+                self.error(&format!("{field}.parameter"), format!("`{parameter}` is not an SSM parameter name")).help =
                     Some("a full parameter name beginning with `/`, e.g. /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64".into());
                 None
             }
         } else {
             let image = base.image.as_deref().unwrap_or_default();
-            self.reference("spec.baseImage.image", image, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Note("an AMI outside the stack is given with `id:`, `lookup:` or `parameter:` instead"))
+            self.reference(&format!("{field}.image"), image, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Note("an AMI outside the stack is given with `id:`, `lookup:` or `parameter:` instead"))
                 .and_then(|r| r.stack_resource().cloned())
                 .map(BaseImage::Image)
-        };
+        }
+    }
+
+    fn private_image(&mut self, m: &raw::Envelope<raw::PrivateImageSpec>) -> Option<PrivateImage> {
+        let spec = &m.spec;
+        let region = self.region("spec.region", &spec.region);
+        let base_image = self.base_image("spec.baseImage", &spec.base_image, true);
         let package_group = self
             .reference("spec.packageGroup", &spec.package_group, Kind::PackageGroup, |_| None::<Result<(), InvalidId>>, Outside::Note("package groups are always defined in the stack"))
             .and_then(|r| r.stack_resource().cloned());
@@ -1072,6 +1119,23 @@ fn link_shares_to_copies(model: &mut Model) {
 
 /// Rules that relate two resources: the logs bucket's region, package-group platform versus delivery.
 fn check_across_resources(model: &Model, checker: &mut Checker) {
+    for (id, resource) in &model.resources {
+        if let Resource::PackageGroup(PackageGroup { test_builds: Some(t), .. }) = resource {
+            if let Ref::Stack(bucket_id) = &t.logs_bucket {
+                if let Some(Resource::Bucket(bucket)) = model.resources.get(bucket_id) {
+                    if bucket.region != t.region {
+                        checker.push(
+                            Diagnostic::error(format!("the logs bucket `{}` is in {}, but the test builds run in {}", bucket.name, bucket.region, t.region))
+                                .at(model.origins[id].locate("spec.testBuilds.logsBucket"))
+                                .resource(id)
+                                .field("spec.testBuilds.logsBucket")
+                                .help(format!("build logs must be stored in the builds' region: use a bucket in {}", t.region)),
+                        );
+                    }
+                }
+            }
+        }
+    }
     for (id, resource) in &model.resources {
         let Resource::PrivateImage(image) = resource else { continue };
         let origin = &model.origins[id];

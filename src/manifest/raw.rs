@@ -208,8 +208,31 @@ pub struct PackageGroupSpec {
     /// The installer is stopped and the build fails after this many minutes (default 60).
     #[serde(default)]
     pub timeout_minutes: Option<u32>,
+    /// The seller's test builds: one build and scan per operating system, on a base image of that system.
+    #[serde(default)]
+    pub test_builds: Option<TestBuilds>,
     #[serde(default)]
     pub tags: Tags,
+}
+
+/// Where and how the test builds of a package group run; their images are scanned, then deregistered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TestBuilds {
+    /// The stack's region when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An InstanceProfile of this stack, or an instance-profile ARN.
+    pub instance_profile: String,
+    /// A Role of this stack, or a role ARN.
+    pub automation_role: String,
+    /// A Bucket of this stack in the test builds' region, or `arn:aws:s3:::name`.
+    pub logs_bucket: String,
+    /// Build instance type (default t3.medium).
+    #[serde(default)]
+    pub instance_type: Option<String>,
+    /// Operating system (one of `operatingSystems`) → its base image: exactly one of id, lookup or parameter.
+    pub base_images: BTreeMap<String, BaseImage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

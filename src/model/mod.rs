@@ -226,7 +226,14 @@ impl Resource {
         match self {
             Resource::Role(_) | Resource::Bucket(_) | Resource::Topic(_) => {}
             Resource::InstanceProfile(p) => on(&p.role, "spec.role", &mut out),
-            Resource::PackageGroup(g) => on(&g.artifacts_bucket, "spec.artifactsBucket", &mut out),
+            Resource::PackageGroup(g) => {
+                on(&g.artifacts_bucket, "spec.artifactsBucket", &mut out);
+                if let Some(t) = &g.test_builds {
+                    on(&t.instance_profile, "spec.testBuilds.instanceProfile", &mut out);
+                    on(&t.automation_role, "spec.testBuilds.automationRole", &mut out);
+                    on(&t.logs_bucket, "spec.testBuilds.logsBucket", &mut out);
+                }
+            }
             Resource::PrivateImage(i) => {
                 if let BaseImage::Image(id) = &i.base_image {
                     out.push(Dependency { on: id.clone(), field: "spec.baseImage.image".to_owned() });
@@ -351,6 +358,7 @@ pub struct PackageGroup {
     pub timeout_minutes: u32,
     /// SHA-256 over every package's name and content: the group's identity.
     pub content_digest: String,
+    pub test_builds: Option<TestBuilds>,
     pub tags: Tags,
     pub lifecycle: Lifecycle,
 }
@@ -359,6 +367,18 @@ impl PackageGroup {
     pub fn installer(&self) -> &PackageFile {
         self.packages.iter().find(|p| p.installer).expect("validation guarantees exactly one installer")
     }
+}
+
+/// The seller's test builds of a package group: one per operating system, each on its own base image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TestBuilds {
+    pub region: Region,
+    pub instance_profile: Ref<Arn>,
+    pub automation_role: Ref<Arn>,
+    pub logs_bucket: Ref<BucketName>,
+    pub instance_type: String,
+    /// Operating system → base image (never another PrivateImage).
+    pub base_images: BTreeMap<String, BaseImage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

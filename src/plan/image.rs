@@ -129,6 +129,122 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The seller's test builds: per operating system, a build and scan of the group on a base image of that
+    /// system. Their images are deregistered once scanned; the reports say how each ended.
+    pub(super) fn test_builds(&mut self) {
+        if self.options.mode != super::Mode::Apply {
+            return;
+        }
+        let groups: Vec<(&ResourceId, &PackageGroup)> = self
+            .model
+            .resources
+            .iter()
+            .filter_map(|(id, r)| match r {
+                Resource::PackageGroup(g) if g.test_builds.is_some() => Some((id, g)),
+                _ => None,
+            })
+            .filter(|(id, _)| self.in_scope(id))
+            .collect();
+        for (id, group) in groups {
+            let tests = group.test_builds.as_ref().expect("filtered");
+            for (os, base) in &tests.base_images {
+                self.test_build(id, group, os, base);
+            }
+            for os in group.operating_systems.iter().filter(|os| !tests.base_images.contains_key(*os)) {
+                self.note(id, format!("no test build for {os}: give it a base image in testBuilds.baseImages"));
+            }
+        }
+    }
+
+    fn test_build(&mut self, id: &ResourceId, group: &PackageGroup, os: &str, base: &BaseImage) {
+        let tests = group.test_builds.as_ref().expect("caller checked");
+        let change_id = ResourceId::new(Kind::PackageGroup, format!("{}/test/{os}", group.name));
+        let build_name = format!("{}-{os}", group.name);
+        // The build is described as the PrivateImage it would be, so that it runs through the same pipeline.
+        let image = PrivateImage {
+            name: build_name.clone(),
+            region: tests.region.clone(),
+            base_image: base.clone(),
+            package_group: id.clone(),
+            instance_profile: tests.instance_profile.clone(),
+            automation_role: tests.automation_role.clone(),
+            logs_bucket: tests.logs_bucket.clone(),
+            image_name: build_name.chars().take(100).collect(),
+            description: Some(format!("imagectl test build of package group {} on {os}", group.name)),
+            instance_type: tests.instance_type.clone(),
+            network: None,
+            notifications: None,
+            delivery: crate::model::Delivery::Ssm,
+            scan: crate::model::Scan { command: None, builtin: true },
+            generalize: true,
+            no_reboot: false,
+            block_devices: Vec::new(),
+            retention: crate::model::Retention { keep: 1, deprecate_after_days: None, deregistration_protection: false },
+            publish_parameter: None,
+            tags: group.tags.clone(),
+            lifecycle: group.lifecycle,
+        };
+        let Some(ami) = self.resolve_base(id, &image, group.platform) else { return };
+        let settings = BuildSettings {
+            platform: group.platform,
+            instance_type: image.instance_type.clone(),
+            delivery: image.delivery,
+            installer_arguments: group.installer_arguments.clone(),
+            timeout_minutes: group.timeout_minutes,
+            scan_command: None,
+            builtin_scan: true,
+            generalize: true,
+            no_reboot: false,
+            block_devices: Vec::new(),
+        };
+        // The operating system is part of the identity: two systems may share a base image.
+        let fingerprint = build::fingerprint(&ami, &format!("{}:{os}", group.content_digest), &settings);
+        let resource = id.to_string();
+        let (logs_bucket, _) = self.bucket_location(&tests.logs_bucket);
+        let history = History { images: Vec::new() };
+        let in_progress = self
+            .live
+            .build_instances
+            .iter()
+            .filter(|i| i.tags.get(tags::FINGERPRINT) == Some(&fingerprint) && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource))
+            .find_map(|i| Some((i.tags.get(tags::BUILD_ID)?.clone(), revision_of(&i.tags))));
+        let finished = self.last_finished_build(&build_name, &fingerprint, &logs_bucket);
+        self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&(&in_progress, &finished))));
+        if in_progress.is_none() {
+            match &finished {
+                Some((_, BuildState::Scanning, _)) => {
+                    self.unchanged += 1;
+                    return;
+                }
+                Some((build_id, BuildState::IssuesFound, verdict)) => {
+                    self.note(id, format!("test build {build_id} on {os} ended Issues Found: {verdict}; publish a new revision of the group to test again"));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let revision = in_progress.as_ref().map(|(_, r)| *r).unwrap_or_else(|| self.next_revision(&resource, &build_name, &history));
+        let build_id = in_progress.as_ref().map(|(b, _)| b.clone()).unwrap_or_else(|| build::build_id(&build_name, revision, &fingerprint));
+        let mut plan = self.build_plan(id, &image, group, &ami, settings, &fingerprint, revision, &build_id);
+        plan.keep_image = false;
+        plan.tags.insert(tags::OPERATING_SYSTEM.to_owned(), os.to_owned());
+        let reason = in_progress.as_ref().map(|(b, _)| format!("resumes test build {b}, in progress"));
+        let mut after = vec![id.clone()];
+        after.extend(self.model.resources.get(id).map(|r| r.dependencies().into_iter().map(|d| d.on)).into_iter().flatten());
+        self.push(Change {
+            resource: change_id,
+            action: Action::Create,
+            reason,
+            fields: vec![
+                FieldChange::new("operatingSystem", None, Some(json!(os))),
+                FieldChange::new("baseImage", None, Some(json!(ami))),
+                FieldChange::new("build", None, Some(json!(build_id))),
+            ],
+            steps: vec![Step::BuildImage { build: Box::new(plan), wait: !self.options.no_wait }],
+            after,
+        });
+    }
+
     /// A bucket's name and region: from the manifests, else from the account's listing, else the stack's region.
     fn bucket_location(&self, bucket: &Ref<BucketName>) -> (String, Region) {
         let name = match bucket {
@@ -228,7 +344,9 @@ impl<'a> Planner<'a> {
             return;
         }
         let in_progress = self.build_in_progress(&resource, &fingerprint, &history);
-        let failed = self.failed_build(&resource, &fingerprint, &self.bucket_location(&image.logs_bucket).0);
+        let failed = self
+            .last_finished_build(&image.name, &fingerprint, &self.bucket_location(&image.logs_bucket).0)
+            .filter(|(_, state, _)| *state != BuildState::Scanning);
         if in_progress.is_none() {
             if let Some((build_id, state, verdict)) = failed {
                 if state == BuildState::IssuesFound {
@@ -242,7 +360,7 @@ impl<'a> Planner<'a> {
         }
         let revision = match &in_progress {
             Some((_, revision)) => *revision,
-            None => self.next_revision(&resource, &history),
+            None => self.next_revision(&resource, &image.name, &history),
         };
         let build_id = in_progress.as_ref().map(|(b, _)| b.clone()).unwrap_or_else(|| build::build_id(&image.name, revision, &fingerprint));
         let plan = self.build_plan(id, image, group, &base, settings, &fingerprint, revision, &build_id);
@@ -376,36 +494,36 @@ impl<'a> Planner<'a> {
             .or_else(|| history.images.iter().filter(|i| i.state == "pending" && ours(&i.tags)).find_map(|i| from_tags(&i.tags)))
     }
 
-    /// The verdict of the last finished build of this fingerprint that left no image, with the log's S3 location
-    /// (what the user reads first to know what to change).
-    fn failed_build(&self, resource: &str, fingerprint: &str, logs_bucket: &str) -> Option<(String, BuildState, String)> {
-        let name = resource.split_once('/').map(|(_, n)| n).unwrap_or(resource);
+    /// The verdict of the newest finished build of this name and fingerprint that left no image, with the log's
+    /// S3 location (what the user reads first to know what to change). `Scanning` means it passed.
+    fn last_finished_build(&self, build_name: &str, fingerprint: &str, logs_bucket: &str) -> Option<(String, BuildState, String)> {
+        let prefix = format!("{build_name}-r");
         let suffix = format!("-{}", &fingerprint[..8]);
         self.live
             .build_reports
             .iter()
-            .filter(|(build_id, _)| build_id.starts_with(&format!("{name}-r")) && build_id.ends_with(&suffix))
+            .filter(|(build_id, _)| build_id.ends_with(&suffix))
             .filter_map(|(build_id, reports)| {
+                let revision: u32 = build_id.strip_prefix(&prefix)?.split('-').next()?.parse().ok()?;
                 let result = reports.result.as_ref()?;
                 let log = format!("s3://{logs_bucket}/{}", build::ReportKeys::for_build(build_id).log);
                 let (state, verdict) = build::judge(result, &log);
-                (state != BuildState::Scanning).then(|| (build_id.clone(), state, verdict))
+                Some((revision, build_id.clone(), state, verdict))
             })
-            .max_by_key(|(build_id, _, _)| build_id.clone())
+            .max_by_key(|(revision, ..)| *revision)
+            .map(|(_, build_id, state, verdict)| (build_id, state, verdict))
     }
 
     /// One more than any revision seen: images, running builds and finished build reports.
-    fn next_revision(&self, resource: &str, history: &History<'_>) -> u32 {
-        let name = resource.split_once('/').map(|(_, n)| n).unwrap_or(resource);
-        let from_reports = self.live.build_reports.keys().filter_map(|b| {
-            let rest = b.strip_prefix(&format!("{name}-r"))?;
-            rest.split('-').next()?.parse::<u32>().ok()
-        });
+    fn next_revision(&self, resource: &str, build_name: &str, history: &History<'_>) -> u32 {
+        let prefix = format!("{build_name}-r");
+        let from_reports = self.live.build_reports.keys().filter_map(|b| b.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok());
         let from_instances = self
             .live
             .build_instances
             .iter()
             .filter(|i| i.tags.get(crate::live::RESOURCE_TAG).map(String::as_str) == Some(resource))
+            .filter(|i| i.tags.get(tags::BUILD_ID).is_some_and(|b| b.starts_with(&prefix)))
             .map(|i| revision_of(&i.tags));
         history.images.iter().map(|i| revision_of(&i.tags)).chain(from_instances).chain(from_reports).max().unwrap_or(0) + 1
     }

@@ -193,6 +193,7 @@ pub fn plan(model: &Model, live: &LiveState, options: &PlanOptions, paths: &[Pat
     planner.buckets();
     planner.topics();
     planner.package_groups();
+    planner.test_builds();
     planner.private_images();
     planner.copies();
     planner.shares();

@@ -293,3 +293,20 @@ pub fn render_outputs(outputs: &[Output]) -> String {
         .map(|o| format!("{:<width$}  {:<15} {}{}\n", o.image, o.region, o.image_id, o.copy.as_ref().map(|c| format!("  ({c})")).unwrap_or_default()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BuildState::*;
+
+    #[test]
+    fn the_group_state_follows_the_seller_guide() {
+        assert_eq!(group_state(&[None, None]), None);
+        assert_eq!(group_state(&[Some(Successful), Some(Successful)]), Some(Successful));
+        assert_eq!(group_state(&[Some(Successful), Some(Building)]), Some(Building));
+        assert_eq!(group_state(&[Some(Successful), None]), Some(Building));
+        assert_eq!(group_state(&[Some(Scanning), Some(Successful)]), Some(Scanning));
+        assert_eq!(group_state(&[Some(Investigating), Some(Building)]), Some(Investigating));
+        assert_eq!(group_state(&[Some(IssuesFound), Some(Investigating)]), Some(IssuesFound));
+    }
+}

@@ -777,3 +777,53 @@ fn deprecation_and_protection_requests_are_planned_for_kept_images() {
         region: Region::parse("us-east-1").unwrap()
     }));
 }
+
+// ---- Package-group test builds ----
+
+fn with_test_builds() -> String {
+    IMAGE_STACK.replace(
+        "    - {path: packages/install.sh, installer: true}\n",
+        "    - {path: packages/install.sh, installer: true}\n  testBuilds:\n    instanceProfile: build\n    automationRole: automation\n    logsBucket: golden-logs\n    baseImages:\n      amazon-linux-2023: {parameter: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64}\n",
+    )
+}
+
+fn test_build_query(model: &Model) -> crate::live::BaseImageQuery {
+    let Some(Resource::PackageGroup(group)) = model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1")) else { panic!() };
+    let tests = group.test_builds.as_ref().unwrap();
+    crate::live::BaseImageQuery::new(tests.region.clone(), &tests.base_images["amazon-linux-2023"]).unwrap()
+}
+
+#[test]
+fn test_builds_run_one_build_per_operating_system_and_drop_their_images() {
+    let model = image_model(&with_test_builds());
+    let mut live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
+    let base = live.base_images.values().next().unwrap().clone();
+    live.base_images.insert(test_build_query(&model).key(), base);
+    let plan = make(&model, &live, PlanOptions::default());
+    let test = plan.changes.iter().find(|c| c.resource.to_string() == "PackageGroup/acme-agent-r1/test/amazon-linux-2023").expect("test build");
+    let [Step::BuildImage { build, .. }] = &test.steps[..] else { panic!("one build") };
+    assert!(!build.keep_image);
+    assert!(build.build_id.starts_with("acme-agent-r1-amazon-linux-2023-r1-"), "{}", build.build_id);
+    assert_eq!(build.tags.get("imagectl:operating-system").map(String::as_str), Some("amazon-linux-2023"));
+    assert_eq!(build.tags.get("imagectl:resource").map(String::as_str), Some("PackageGroup/acme-agent-r1"));
+    assert!(test.after.contains(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1")));
+    // Once its report says it passed, the test build is done and not repeated.
+    live.build_reports.insert(
+        build.build_id.clone(),
+        crate::live::BuildReports {
+            status: None,
+            result: Some(crate::build::InstanceResult {
+                build_id: build.build_id.clone(),
+                exit_code: Some(0),
+                timed_out: false,
+                reboot_attempted: false,
+                duration_seconds: 1,
+                error: None,
+                scan: Some(crate::build::ScanResult { passed: true, findings: vec![] }),
+                generalized: true,
+            }),
+        },
+    );
+    let plan = make(&model, &live, PlanOptions::default());
+    assert!(plan.changes.iter().all(|c| !c.resource.name.contains("/test/")), "{:?}", actions(&plan));
+}

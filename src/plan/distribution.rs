@@ -27,10 +27,6 @@ struct Target<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn resources_of<T>(&self, pick: impl Fn(&'a Resource) -> Option<&'a T>) -> Vec<(&'a ResourceId, &'a T)> {
-        self.model.resources.iter().filter_map(|(id, r)| pick(r).map(|t| (id, t))).filter(|(id, _)| self.in_scope(id)).collect()
-    }
-
     /// What an image source delivers: a PrivateImage's image (existing or being built), or an external AMI.
     fn source(&self, source: &ImageSource) -> Option<Delivered> {
         match source {

@@ -58,19 +58,10 @@ impl<'a> Planner<'a> {
         if self.options.mode != super::Mode::Apply {
             return;
         }
-        let groups: Vec<(&ResourceId, &PackageGroup)> = self
-            .model
-            .resources
-            .iter()
-            .filter_map(|(id, r)| match r {
-                Resource::PackageGroup(g) => Some((id, g)),
-                _ => None,
-            })
-            .collect();
-        for (id, group) in groups {
-            if !self.in_scope(id) {
-                continue;
-            }
+        for (id, group) in self.resources_of(|r| match r {
+            Resource::PackageGroup(g) => Some(g),
+            _ => None,
+        }) {
             let (bucket, region) = self.bucket_location(&group.artifacts_bucket);
             let record = self.live.package_groups.get(&group.name).cloned().flatten();
             if let Some(record) = &record {
@@ -135,17 +126,10 @@ impl<'a> Planner<'a> {
         if self.options.mode != super::Mode::Apply {
             return;
         }
-        let groups: Vec<(&ResourceId, &PackageGroup)> = self
-            .model
-            .resources
-            .iter()
-            .filter_map(|(id, r)| match r {
-                Resource::PackageGroup(g) if g.test_builds.is_some() => Some((id, g)),
-                _ => None,
-            })
-            .filter(|(id, _)| self.in_scope(id))
-            .collect();
-        for (id, group) in groups {
+        for (id, group) in self.resources_of(|r| match r {
+            Resource::PackageGroup(g) if g.test_builds.is_some() => Some(g),
+            _ => None,
+        }) {
             let tests = group.test_builds.as_ref().expect("filtered");
             for (os, base) in &tests.base_images {
                 self.test_build(id, group, os, base);
@@ -270,23 +254,16 @@ impl<'a> Planner<'a> {
         if self.options.mode != super::Mode::Apply {
             return;
         }
-        let images: Vec<(&ResourceId, &PrivateImage)> = self
-            .model
-            .resources
-            .iter()
-            .filter_map(|(id, r)| match r {
-                Resource::PrivateImage(i) => Some((id, i)),
-                _ => None,
-            })
-            .collect();
+        let images = self.resources_of(|r| match r {
+            Resource::PrivateImage(i) => Some(i),
+            _ => None,
+        });
         // Layered images come after their bases, so a base's rebuild is known when its dependents are planned.
         let order = crate::graph::DependencyGraph::build(self.model).order().unwrap_or_default();
         let mut images: Vec<_> = images;
         images.sort_by_key(|(id, _)| order.iter().position(|o| o == *id));
         for (id, image) in images {
-            if self.in_scope(id) {
-                self.private_image(id, image);
-            }
+            self.private_image(id, image);
         }
     }
 

@@ -347,6 +347,11 @@ impl<'a> Planner<'a> {
         self.included.as_ref().is_none_or(|set| set.contains(id)) || self.options.targets.contains(id)
     }
 
+    /// The declared resources of one kind that are in scope, picked by `pick`.
+    fn resources_of<T>(&self, pick: impl Fn(&'a Resource) -> Option<&'a T>) -> Vec<(&'a ResourceId, &'a T)> {
+        self.model.resources.iter().filter_map(|(id, r)| pick(r).map(|t| (id, t))).filter(|(id, _)| self.in_scope(id)).collect()
+    }
+
     /// The model's resource of this id, if it is declared.
     fn declared(&self, id: &ResourceId) -> Option<&'a Resource> {
         self.model.resources.get(id)

@@ -108,7 +108,9 @@ pub fn package_groups(model: &Model, live: &LiveState) -> Vec<GroupStatus> {
             };
             let (state, detail) = match (reports.and_then(|r| r.result.as_ref()), reports.and_then(|r| r.status.as_ref())) {
                 (Some(result), _) => {
-                    let (state, verdict) = build::judge(result, &format!("imagectl/builds/{}/install.log", build_id.as_deref().unwrap_or("")));
+                    // The full S3 location, as for images: the log is where a seller starts.
+                    let log = ReportKeys::for_build(build_id.as_deref().unwrap_or("")).log;
+                    let (state, verdict) = build::judge(result, &format!("s3://{}/{log}", logs_bucket(&tests.logs_bucket)));
                     match state {
                         BuildState::Scanning if running.is_some() => (Some(BuildState::Scanning), "scanned; the test image is being captured".to_owned()),
                         BuildState::Scanning => (Some(BuildState::Successful), "built and scanned".to_owned()),

@@ -112,7 +112,11 @@ pub fn package_groups(model: &Model, live: &LiveState) -> Vec<GroupStatus> {
                     let log = ReportKeys::for_build(build_id.as_deref().unwrap_or("")).log;
                     let (state, verdict) = build::judge(result, &format!("s3://{}/{log}", logs_bucket(&tests.logs_bucket)));
                     match state {
-                        BuildState::Scanning if running.is_some() => (Some(BuildState::Scanning), "scanned; the test image is being captured".to_owned()),
+                        // As for images: nothing may be capturing it (`apply --no-wait`), so say where it stands.
+                        BuildState::Scanning if running.is_some() => {
+                            let instance = running.map_or("", |i| i.state.as_str());
+                            (Some(BuildState::Scanning), format!("installed and scanned; instance {instance}, waiting to be captured"))
+                        }
                         BuildState::Scanning => (Some(BuildState::Successful), "built and scanned".to_owned()),
                         other => (Some(other), verdict),
                     }

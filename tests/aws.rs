@@ -10,6 +10,8 @@ mod instance;
 mod build;
 #[path = "aws/cli.rs"]
 mod cli;
+#[path = "aws/pipeline.rs"]
+mod pipeline;
 #[path = "aws/distribution.rs"]
 mod distribution;
 

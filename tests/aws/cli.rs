@@ -4,6 +4,8 @@
 //! Each test starts its own emulator and writes its own copy of the stack. What is in AWS is checked with boto3,
 //! an observer independent of imagectl's own reader; boto3 also plays the people who change AWS by hand.
 //!
+//! The stack and run helpers here are shared with the image-build tests (pipeline.rs).
+//!
 //! Snapshots live in tests/aws/snapshots/. After a deliberate change to the plan's rendering, review the new text
 //! with `INSTA_UPDATE=always cargo test --test aws cli::` and `git diff tests/aws/snapshots`.
 
@@ -30,14 +32,14 @@ const BUILD_DESCRIPTION: &str = "Role of the instance that installs package grou
 const NO_CHANGES: &str = "No changes. 6 resource(s) match the manifests.";
 
 /// A stack directory of the test's own, to edit.
-struct Stack {
-    dir: TempDir,
+pub(crate) struct Stack {
+    pub(crate) dir: TempDir,
 }
 
 impl Stack {
     /// The reference stack's Stack, Role, InstanceProfile, Bucket and Topic documents (examples/golden-image
     /// without images.yaml: image kinds are not planned yet and would only add notes).
-    fn reference() -> Stack {
+    pub(crate) fn reference() -> Stack {
         let dir = tempfile::Builder::new().prefix("imagectl-stack-").tempdir().expect("create a stack directory");
         let stack = Stack { dir };
         for file in ["stack.yaml", "iam.yaml", "storage.yaml"] {
@@ -46,32 +48,32 @@ impl Stack {
         stack
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.dir.path().to_str().expect("a UTF-8 temporary directory")
     }
 
     /// Puts the reference version of `file` back.
-    fn restore(&self, file: &str) {
+    pub(crate) fn restore(&self, file: &str) {
         fs::copy(Path::new(REFERENCE).join(file), self.dir.path().join(file)).expect("copy a reference manifest");
     }
 
-    fn read(&self, file: &str) -> String {
+    pub(crate) fn read(&self, file: &str) -> String {
         fs::read_to_string(self.dir.path().join(file)).expect("read a manifest")
     }
 
-    fn write(&self, file: &str, text: &str) {
+    pub(crate) fn write(&self, file: &str, text: &str) {
         fs::write(self.dir.path().join(file), text).expect("write a manifest");
     }
 
     /// Replaces the one occurrence of `from` in `file`.
-    fn edit(&self, file: &str, from: &str, to: &str) {
+    pub(crate) fn edit(&self, file: &str, from: &str, to: &str) {
         let text = self.read(file);
         assert_eq!(text.matches(from).count(), 1, "{file} should hold `{from}` exactly once:\n{text}");
         self.write(file, &text.replacen(from, to, 1));
     }
 
     /// Removes the document of `kind` named `name` from `file`.
-    fn remove(&self, file: &str, kind: &str, name: &str) {
+    pub(crate) fn remove(&self, file: &str, kind: &str, name: &str) {
         let text = self.read(file);
         let documents: Vec<&str> = text.split("\n---\n").collect();
         let kept: Vec<&str> = documents
@@ -93,13 +95,13 @@ fn applied_reference_stack(emulator: &Emulator) -> Stack {
 }
 
 /// What one run of imagectl printed, and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn run(emulator: &Emulator, args: &[&str]) -> Run {
+pub(crate) fn run(emulator: &Emulator, args: &[&str]) -> Run {
     let output = emulator.imagectl_cmd().args(args).output().expect("run imagectl");
     Run {
         code: output.status.code().expect("imagectl exited rather than being killed"),
@@ -111,13 +113,13 @@ fn run(emulator: &Emulator, args: &[&str]) -> Run {
 impl Run {
     /// The run itself, once it is known to have exited with `code`.
     #[track_caller]
-    fn expect(self, code: i32) -> Run {
+    pub(crate) fn expect(self, code: i32) -> Run {
         assert_eq!(self.code, code, "expected exit code {code}:\n{self}");
         self
     }
 
     /// The plan's change headers, as "+ Role/x", "~ Bucket/y", "- Topic/z", "-/+ Role/w", in plan order.
-    fn changes(&self) -> Vec<String> {
+    pub(crate) fn changes(&self) -> Vec<String> {
         let header = Regex::new(r"^ *(\+|~|-|-/\+) ([A-Za-z]+/\S+) (?:will be|must be)").unwrap();
         self.stdout.lines().filter_map(|l| header.captures(l)).map(|c| format!("{} {}", &c[1], &c[2])).collect()
     }
@@ -138,7 +140,7 @@ impl Run {
     /// Asserts that stdout holds `text`, comparing with runs of spaces squeezed to one so that column alignment
     /// does not matter.
     #[track_caller]
-    fn shows(&self, text: &str) {
+    pub(crate) fn shows(&self, text: &str) {
         let squeeze = |s: &str| {
             s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
         };
@@ -148,18 +150,18 @@ impl Run {
 
     /// Asserts that stderr holds `text`.
     #[track_caller]
-    fn complains(&self, text: &str) {
+    pub(crate) fn complains(&self, text: &str) {
         assert!(self.stderr.contains(text), "stderr should hold {text:?}:\n{self}");
     }
 
     /// The index of the first stdout line containing `text`.
     #[track_caller]
-    fn line_of(&self, text: &str) -> usize {
+    pub(crate) fn line_of(&self, text: &str) -> usize {
         self.stdout.lines().position(|l| l.contains(text)).unwrap_or_else(|| panic!("no line with {text:?}:\n{self}"))
     }
 
     #[track_caller]
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
     }
 }
@@ -171,7 +173,7 @@ impl fmt::Display for Run {
 }
 
 /// Runs Python with boto3 against the emulator and returns what it printed.
-fn python(emulator: &Emulator, script: &str) -> String {
+pub(crate) fn python(emulator: &Emulator, script: &str) -> String {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let output = Command::new(python)
         .args(["-c", &format!("import json, boto3\n{script}")])

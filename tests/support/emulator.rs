@@ -76,8 +76,12 @@ impl Emulator {
 
     /// The `imagectl` binary with an environment that reaches this emulator and nothing else.
     pub fn imagectl_cmd(&self) -> assert_cmd::Command {
-        let mut cmd =
-            assert_cmd::Command::cargo_bin("imagectl").expect("the imagectl binary is built");
+        assert_cmd::Command::from(self.imagectl_process())
+    }
+
+    /// The same as a plain process, for runs a test starts in the background (and may kill).
+    pub fn imagectl_process(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
         // Drop every inherited AWS_* setting: a developer's AWS_PROFILE, AWS_SESSION_TOKEN or
         // AWS_ENDPOINT_URL_S3 would otherwise leak into the test and might even reach real AWS.
         for (name, _) in std::env::vars_os() {

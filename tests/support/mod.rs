@@ -4,5 +4,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod player;
 
 pub use emulator::Emulator;
+pub use player::Player;

@@ -230,6 +230,11 @@ async fn cancel_builds(aws: &Aws, plan: &Plan, running: &BTreeSet<ResourceId>) {
     println!("Nothing else is undone; run apply again to converge.");
 }
 
+/// Whether a change only starts builds (`apply --no-wait`): done means started, not built.
+fn starts_builds_only(change: &imagectl::plan::Change) -> bool {
+    change.steps.iter().any(|s| matches!(s, imagectl::plan::Step::BuildImage { wait: false, .. }))
+}
+
 /// The progressive and past forms of an action, for progress lines.
 fn verbs(action: Action) -> (&'static str, &'static str) {
     match action {
@@ -246,6 +251,11 @@ fn print_progress(event: Event<'_>) {
     match event {
         Event::Started { change } => println!("{}: {doing}…", change.resource),
         Event::Finished { change, outcome } => match outcome {
+            Outcome::Done { elapsed } if starts_builds_only(change) => println!(
+                "{}: build started ({:.1}s); `imagectl status` follows it and a later apply captures the image",
+                change.resource,
+                elapsed.as_secs_f64()
+            ),
             Outcome::Done { elapsed } => println!("{}: {done} ({:.1}s)", change.resource, elapsed.as_secs_f64()),
             Outcome::Failed { step, error, elapsed } => {
                 println!("{}: failed after {:.1}s: {step}: {error}", change.resource, elapsed.as_secs_f64())

@@ -113,7 +113,7 @@ pub fn summary_line(plan: &Plan) -> String {
 fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     let style = style_of(palette, change.action);
     let what = match change.action {
-        Action::Create => "will be created".to_owned(),
+        Action::Create => change.reason.as_ref().map_or_else(|| "will be created".to_owned(), |r| format!("will be created: {r}")),
         Action::Update => "will be updated in place".to_owned(),
         Action::Replace => format!("must be replaced: {}", change.reason.as_deref().unwrap_or("")),
         Action::Delete => "will be deleted".to_owned(),

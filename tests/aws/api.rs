@@ -2,73 +2,20 @@
 //! with a bounded number of requests.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::process::Command;
-use std::sync::{Arc, Once};
 
 use imagectl::aws::{Aws, AwsError, ConnectOptions};
 use imagectl::live::{LiveState, ReadScope, RESOURCE_TAG, STACK_TAG};
-use imagectl::model::{BucketEncryption, Region, Subscription, Tags};
+use imagectl::model::{BucketEncryption, Subscription, Tags};
 use imagectl::plan::step::Step;
 use serde_json::json;
 
+use crate::support::sdk::{isolate_aws_environment, region, tags, with_emulator};
 use crate::support::Emulator;
 
 const STACK: &str = "web";
 const ACCOUNT: &str = "123456789012";
 const SSM_CORE: &str = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore";
-
-/// The SDK reads credentials from the environment. Tests run as threads of one process, so the environment is
-/// set once, before any test connects, to the same dummy credentials for all, and stripped of a developer's own
-/// AWS settings (profile, region, endpoint) that would otherwise leak in — or reach real AWS.
-fn isolate_aws_environment() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("AWS_") {
-                std::env::remove_var(name);
-            }
-        }
-        for (name, value) in [
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/imagectl-test/config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/imagectl-test/credentials"),
-        ] {
-            std::env::set_var(name, value);
-        }
-    });
-}
-
-/// Runs `test` against a fresh emulator, connected through the public API as a user with `--endpoint-url` would.
-fn with_emulator<F, Fut>(test: F)
-where
-    F: FnOnce(Arc<Emulator>, Aws) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    isolate_aws_environment();
-    // Shared with the test, and kept here until it ends: the server stops when the last handle goes.
-    let emulator = Arc::new(Emulator::start());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let options = ConnectOptions {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(emulator.endpoint_url()),
-            profile: None,
-        };
-        let aws = Aws::connect(&options).await.expect("connect to the emulator");
-        test(emulator.clone(), aws).await;
-    });
-}
-
-fn region(name: &str) -> Region {
-    Region::parse(name).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
 
 /// The tags imagectl puts on a resource of stack `web`, plus a user tag.
 fn owned(resource: &str) -> Tags {

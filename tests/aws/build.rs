@@ -7,18 +7,19 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::process::Command;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
-use imagectl::aws::{Aws, AwsError, ConnectOptions};
+use imagectl::aws::{Aws, AwsError};
 use imagectl::build::{
     self, tags as build_tags, BuildPackage, BuildPlan, BuildSettings, PackageGroupRecord, ReportKeys,
 };
 use imagectl::live::{BaseImageQuery, ReadScope, RESOURCE_TAG, STACK_TAG};
-use imagectl::model::{AmiId, Delivery, Platform, Region, Tags};
+use imagectl::model::{AmiId, Delivery, Platform, Tags};
 use imagectl::plan::step::Step;
 use serde_json::{json, Value};
 
+use crate::support::sdk::{region, tags, with_emulator};
 use crate::support::Emulator;
 
 const STACK: &str = "web";
@@ -27,59 +28,6 @@ const LOGS: &str = "web-logs";
 const ARTIFACTS: &str = "web-artifacts";
 const PROFILE: &str = "web-build";
 const AL2023: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
-
-/// As in api.rs: dummy credentials for every test, a developer's own AWS settings removed. Values already right
-/// are left alone, so that tests of another module already running never see them missing.
-fn isolate_aws_environment() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let wanted = [
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/imagectl-test/config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/imagectl-test/credentials"),
-        ];
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("AWS_") && !wanted.iter().any(|(w, _)| *w == name) {
-                std::env::remove_var(name);
-            }
-        }
-        for (name, value) in wanted {
-            if std::env::var(name).ok().as_deref() != Some(value) {
-                std::env::set_var(name, value);
-            }
-        }
-    });
-}
-
-fn with_emulator<F, Fut>(test: F)
-where
-    F: FnOnce(Arc<Emulator>, Aws) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    isolate_aws_environment();
-    let emulator = Arc::new(Emulator::start());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let options = ConnectOptions {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(emulator.endpoint_url()),
-            profile: None,
-        };
-        let aws = Aws::connect(&options).await.expect("connect to the emulator");
-        test(emulator.clone(), aws).await;
-    });
-}
-
-fn region(name: &str) -> Region {
-    Region::parse(name).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
 
 fn owned(resource: &str) -> Tags {
     tags(&[(STACK_TAG, STACK), (RESOURCE_TAG, resource)])

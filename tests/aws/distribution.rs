@@ -6,17 +6,17 @@
 //! them; everything else goes through the product's own steps and `read_live`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::process::Command;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
-use imagectl::aws::{Aws, ConnectOptions};
+use imagectl::aws::Aws;
 use imagectl::build::tags as build_tags;
 use imagectl::live::{LaunchPermissions, ReadScope, RESOURCE_TAG, STACK_TAG};
 use imagectl::model::{Region, Tags};
 use imagectl::plan::step::{ImageRef, Step};
 use serde_json::Value;
 
+use crate::support::sdk::{region, tags, with_emulator};
 use crate::support::Emulator;
 
 const STACK: &str = "web";
@@ -27,59 +27,6 @@ const ACCOUNT_A: &str = "111111111111";
 const ACCOUNT_B: &str = "222222222222";
 const ORG: &str = "arn:aws:organizations::999999999999:organization/o-abcdefghij";
 const OU: &str = "arn:aws:organizations::999999999999:ou/o-abcdefghij/ou-ab12-cdefghij";
-
-/// As in build.rs: dummy credentials for every test, a developer's own AWS settings removed; values already right
-/// are left alone, so that tests of other modules already running never see them missing.
-fn isolate_aws_environment() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let wanted = [
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", "/nonexistent/imagectl-test/config"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/imagectl-test/credentials"),
-        ];
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy().into_owned();
-            if name.starts_with("AWS_") && !wanted.iter().any(|(w, _)| *w == name) {
-                std::env::remove_var(name);
-            }
-        }
-        for (name, value) in wanted {
-            if std::env::var(name).ok().as_deref() != Some(value) {
-                std::env::set_var(name, value);
-            }
-        }
-    });
-}
-
-fn with_emulator<F, Fut>(test: F)
-where
-    F: FnOnce(Arc<Emulator>, Aws) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    isolate_aws_environment();
-    let emulator = Arc::new(Emulator::start());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let options = ConnectOptions {
-            region: Some("us-east-1".into()),
-            endpoint_url: Some(emulator.endpoint_url()),
-            profile: None,
-        };
-        let aws = Aws::connect(&options).await.expect("connect to the emulator");
-        test(emulator.clone(), aws).await;
-    });
-}
-
-fn region(name: &str) -> Region {
-    Region::parse(name).unwrap()
-}
-
-fn tags(pairs: &[(&str, &str)]) -> Tags {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()

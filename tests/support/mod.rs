@@ -5,6 +5,7 @@
 
 pub mod emulator;
 pub mod player;
+pub mod sdk;
 
 pub use emulator::Emulator;
 pub use player::Player;

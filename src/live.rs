@@ -125,6 +125,8 @@ impl ReadScope {
                 }
             }
         }
+        // Images are deregistered by retention, and by `destroy` or `--prune`: only when nothing uses them.
+        scope.image_usage = count_bucket_objects;
         for resource in model.resources.values() {
             let Resource::PrivateImage(image) = resource else { continue };
             scope.image_usage = true;

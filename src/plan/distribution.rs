@@ -295,6 +295,7 @@ impl<'a> Planner<'a> {
     }
 
     pub(super) fn retention(&mut self) {
+        self.retire_undeclared_images();
         if self.options.mode != Mode::Apply {
             return;
         }
@@ -303,6 +304,48 @@ impl<'a> Planner<'a> {
             _ => None,
         }) {
             self.retain_images(id, image);
+        }
+    }
+
+    /// `destroy` deregisters every image and copy the stack owns; `apply --prune` those of resources that left the
+    /// manifests. Retained and in-use images stay, and the plan says why.
+    fn retire_undeclared_images(&mut self) {
+        let destroying = self.options.mode == Mode::Destroy;
+        if !destroying && !self.options.prune {
+            return;
+        }
+        let mut by_resource: BTreeMap<ResourceId, Vec<&'a LiveImage>> = BTreeMap::new();
+        for image in self.live.images.iter().filter(|i| crate::live::owned_by(&i.tags, self.stack())) {
+            let Some(owner) = image.tags.get(RESOURCE_TAG).and_then(|r| ResourceId::parse(r).ok()) else { continue };
+            if destroying || !self.model.resources.contains_key(&owner) {
+                by_resource.entry(owner).or_default().push(image);
+            }
+        }
+        for (owner, images) in by_resource {
+            if !self.in_scope(&owner) {
+                continue;
+            }
+            let retained = match self.model.resources.get(&owner) {
+                Some(declared) => declared.lifecycle().deletion_policy == crate::model::DeletionPolicy::Retain,
+                None => images.iter().any(|i| i.tags.get(super::RETAIN_TAG).is_some_and(|v| v == "true")),
+            };
+            if retained {
+                self.note(&owner, "deletionPolicy: retain: its images are not deregistered");
+                continue;
+            }
+            let mut steps = Vec::new();
+            let mut fields = Vec::new();
+            for image in images {
+                if let Some(why) = self.live.images_in_use.get(&image.id) {
+                    self.note(&owner, format!("keeps {} in {}: it is in use by {why}", image.id, image.region));
+                    continue;
+                }
+                fields.push(FieldChange::new(format!("image[{} {}]", image.region, image.id), Some(json!(image.name)), None));
+                steps.push(Step::DeregisterImage { image_id: image.id.clone(), region: image.region.clone(), snapshot_ids: image.snapshot_ids.clone() });
+            }
+            let change_id = ResourceId::new(owner.kind, format!("{}/images", owner.name));
+            self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&fields)));
+            self.push(Change { resource: change_id, action: Action::Delete, reason: None, fields, steps, after: Vec::new() });
         }
     }
 

@@ -827,3 +827,20 @@ fn test_builds_run_one_build_per_operating_system_and_drop_their_images() {
     let plan = make(&model, &live, PlanOptions::default());
     assert!(plan.changes.iter().all(|c| !c.resource.name.contains("/test/")), "{:?}", actions(&plan));
 }
+
+#[test]
+fn destroy_deregisters_the_stacks_images_except_retained_or_in_use_ones() {
+    let model = image_model(&distribution_stack(""));
+    let (live, _) = built(&model);
+    let mut live = distributed(&make(&model, &live, PlanOptions::default()), live);
+    let plan = make(&model, &live, PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
+    let image = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/images").expect("images deregistered");
+    assert!(matches!(&image.steps[..], [Step::DeregisterImage { image_id, .. }] if image_id == "ami-0bbbbbbbbbbbbbbbb"));
+    let copies = plan.changes.iter().find(|c| c.resource.to_string() == "ImageCopy/replicas/images").expect("copies deregistered");
+    assert_eq!(copies.steps.len(), 2);
+    live.images_in_use.insert("ami-0bbbbbbbbbbbbbbbb".into(), "instance i-1 (running)".into());
+    let retained = image_model(&distribution_stack("").replace("metadata: {name: replicas}", "metadata: {name: replicas, deletionPolicy: retain}"));
+    let plan = make(&retained, &live, PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
+    assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::ImageCopy && c.resource.kind != Kind::PrivateImage), "{:?}", actions(&plan));
+    assert!(plan.notes.iter().any(|n| n.message.contains("in use by instance i-1")), "{:?}", plan.notes);
+}

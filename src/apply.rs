@@ -20,11 +20,19 @@ pub trait StepRunner {
 /// What happened to one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Done { elapsed: Duration },
+    Done {
+        elapsed: Duration,
+    },
     /// The step that failed and the AWS error (code and message).
-    Failed { step: String, error: String, elapsed: Duration },
+    Failed {
+        step: String,
+        error: String,
+        elapsed: Duration,
+    },
     /// Not started because a change it waits for did not succeed.
-    Skipped { because: ResourceId },
+    Skipped {
+        because: ResourceId,
+    },
 }
 
 /// Progress as changes start and finish, for the terminal.
@@ -51,7 +59,12 @@ impl Report {
 }
 
 /// Runs the plan's changes with at most `parallelism` at a time.
-pub async fn execute<R: StepRunner>(plan: &Plan, runner: &R, parallelism: usize, mut progress: impl FnMut(Event<'_>)) -> Report {
+pub async fn execute<R: StepRunner>(
+    plan: &Plan,
+    runner: &R,
+    parallelism: usize,
+    mut progress: impl FnMut(Event<'_>),
+) -> Report {
     let changes = &plan.changes;
     let index: BTreeMap<&ResourceId, usize> = changes.iter().enumerate().map(|(i, c)| (&c.resource, i)).collect();
     let mut waiting_on: Vec<usize> = vec![0; changes.len()];
@@ -75,7 +88,9 @@ pub async fn execute<R: StepRunner>(plan: &Plan, runner: &R, parallelism: usize,
             progress(Event::Started { change: &changes[i] });
             running.push(async move { (i, run_change(&changes[i], runner).await) });
         }
-        let Some((i, outcome)) = running.next().await else { break };
+        let Some((i, outcome)) = running.next().await else {
+            break;
+        };
         settled[i] = true;
         progress(Event::Finished { change: &changes[i], outcome: &outcome });
         let succeeded = matches!(outcome, Outcome::Done { .. });
@@ -184,10 +199,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_skips_its_dependents_and_lets_independent_branches_finish() {
-        let plan = plan(vec![change("a", &[]), change("b", &["a"]), change("c", &["b"]), change("x", &[]), change("y", &["x"])]);
+        let plan = plan(vec![
+            change("a", &[]),
+            change("b", &["a"]),
+            change("c", &["b"]),
+            change("x", &[]),
+            change("y", &["x"]),
+        ]);
         let runner = Recorder { ran: RefCell::new(Vec::new()), fail: BTreeSet::from(["a".to_owned()]) };
         let report = execute(&plan, &runner, 4, |_| {}).await;
-        let by_name: BTreeMap<String, Outcome> = report.outcomes.iter().map(|(id, _, o)| (id.name.clone(), o.clone())).collect();
+        let by_name: BTreeMap<String, Outcome> =
+            report.outcomes.iter().map(|(id, _, o)| (id.name.clone(), o.clone())).collect();
         assert!(matches!(&by_name["a"], Outcome::Failed { error, .. } if error.contains("AccessDenied")));
         assert_eq!(by_name["b"], Outcome::Skipped { because: ResourceId::new(Kind::Role, "a") });
         assert_eq!(by_name["c"], Outcome::Skipped { because: ResourceId::new(Kind::Role, "a") });

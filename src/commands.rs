@@ -43,7 +43,10 @@ async fn make_plan(aws: &Aws, request: &PlanRequest) -> Result<Plan> {
     }
     for target in &request.options.targets {
         // A target that left the manifests can still name an owned resource (for --prune or destroy).
-        if !validated.model.resources.contains_key(target) && request.options.mode == Mode::Apply && !request.options.prune {
+        if !validated.model.resources.contains_key(target)
+            && request.options.mode == Mode::Apply
+            && !request.options.prune
+        {
             bail!("--target {target}: no such resource in the manifests");
         }
     }
@@ -74,7 +77,11 @@ pub async fn plan(
     if let Some(file) = out {
         save(&plan, &file)?;
         if !json {
-            println!("\nSaved the plan to {}. Apply exactly this plan with: imagectl apply --plan {}", file.display(), file.display());
+            println!(
+                "\nSaved the plan to {}. Apply exactly this plan with: imagectl apply --plan {}",
+                file.display(),
+                file.display()
+            );
         }
     }
     if plan.blocked() {
@@ -91,14 +98,22 @@ fn save(plan: &Plan, file: &Path) -> Result<()> {
 /// Loads a saved plan and checks it still describes the world: same manifests, same live objects.
 async fn saved_plan(aws: &Aws, file: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the plan {}", file.display()))?;
-    let saved: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not an imagectl plan", file.display()))?;
+    let saved: Plan =
+        serde_json::from_str(&text).with_context(|| format!("{} is not an imagectl plan", file.display()))?;
     if saved.format_version != FORMAT_VERSION {
-        bail!("{} was written in plan format {}; this imagectl reads format {FORMAT_VERSION}", file.display(), saved.format_version);
+        bail!(
+            "{} was written in plan format {}; this imagectl reads format {FORMAT_VERSION}",
+            file.display(),
+            saved.format_version
+        );
     }
     let request = PlanRequest { paths: saved.inputs.paths.clone(), options: saved.options.clone() };
     let validated = imagectl::load_stack(&request.paths)?;
     if plan::model_digest(&validated.model) != saved.inputs.manifest_digest {
-        bail!("refusing the saved plan {}: the manifests changed since it was made; run `imagectl plan` again", file.display());
+        bail!(
+            "refusing the saved plan {}: the manifests changed since it was made; run `imagectl plan` again",
+            file.display()
+        );
     }
     let current = make_plan(aws, &request).await?;
     if current.account != saved.account {
@@ -188,8 +203,12 @@ pub async fn apply(connect: &ConnectOptions, source: PlanSource, auto_approve: b
     println!("Apply failed: {done} done, {failed} failed, {skipped} skipped.");
     for (resource, _, outcome) in &report.outcomes {
         match outcome {
-            Outcome::Failed { step, error, .. } => println!("  failed  {resource}: {step}: {error}"),
-            Outcome::Skipped { because } => println!("  skipped {resource}: waits for {because}, which did not succeed"),
+            Outcome::Failed { step, error, .. } => {
+                println!("  failed  {resource}: {step}: {error}")
+            }
+            Outcome::Skipped { because } => {
+                println!("  skipped {resource}: waits for {because}, which did not succeed")
+            }
             Outcome::Done { .. } => {}
         }
     }
@@ -266,10 +285,14 @@ fn print_progress(event: Event<'_>) {
 }
 
 /// Reads what `status` and `outputs` report on: the stack's images and builds.
-async fn read_images(connect: &ConnectOptions, paths: &[PathBuf]) -> Result<(imagectl::model::Model, imagectl::live::LiveState)> {
+async fn read_images(
+    connect: &ConnectOptions,
+    paths: &[PathBuf],
+) -> Result<(imagectl::model::Model, imagectl::live::LiveState)> {
     let validated = imagectl::load_stack(paths)?;
     let aws = Aws::connect(connect).await?;
-    let scope = ReadScope { image_permissions: false, image_usage: false, ..ReadScope::for_model(&validated.model, false) };
+    let scope =
+        ReadScope { image_permissions: false, image_usage: false, ..ReadScope::for_model(&validated.model, false) };
     let live = aws.read_live(&scope).await.context("cannot read the live state")?;
     Ok((validated.model, live))
 }

@@ -197,9 +197,16 @@ mod tests {
         let profile = id(Kind::InstanceProfile, "p");
         let bucket = id(Kind::Bucket, "b");
         let image = id(Kind::PrivateImage, "i");
-        let g = graph(&[(role.clone(), profile.clone()), (profile.clone(), image.clone()), (bucket.clone(), image.clone())]);
+        let g = graph(&[
+            (role.clone(), profile.clone()),
+            (profile.clone(), image.clone()),
+            (bucket.clone(), image.clone()),
+        ]);
         assert_eq!(g.order().unwrap(), vec![role.clone(), profile.clone(), bucket.clone(), image.clone()]);
-        assert_eq!(g.with_dependencies(&BTreeSet::from([profile.clone()])), BTreeSet::from([role.clone(), profile.clone()]));
+        assert_eq!(
+            g.with_dependencies(&BTreeSet::from([profile.clone()])),
+            BTreeSet::from([role.clone(), profile.clone()])
+        );
         assert_eq!(g.with_dependents(&BTreeSet::from([role.clone()])), BTreeSet::from([role, profile, image]));
     }
 
@@ -210,7 +217,12 @@ mod tests {
         let c = id(Kind::PrivateImage, "c");
         let other = id(Kind::Role, "r");
         // a needs c, c needs b, b needs a.
-        let g = graph(&[(c.clone(), a.clone()), (b.clone(), c.clone()), (a.clone(), b.clone()), (other.clone(), a.clone())]);
+        let g = graph(&[
+            (c.clone(), a.clone()),
+            (b.clone(), c.clone()),
+            (a.clone(), b.clone()),
+            (other.clone(), a.clone()),
+        ]);
         let cycle = g.order().unwrap_err();
         assert_eq!(cycle.members, vec![a, c, b]);
     }

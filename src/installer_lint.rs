@@ -81,7 +81,8 @@ pub struct Finding {
 impl Finding {
     /// A diagnostic located on the installer's line, naming the manifest field that lists the installer.
     pub fn into_diagnostic(self, written_path: &str, document: &SourceDocument, field: &str) -> Diagnostic {
-        let installer_file = document.file.parent().map(|d| d.join(written_path)).unwrap_or_else(|| written_path.into());
+        let installer_file =
+            document.file.parent().map(|d| d.join(written_path)).unwrap_or_else(|| written_path.into());
         let diagnostic = match self.rule.severity() {
             Severity::Error => Diagnostic::error(format!("installer `{written_path}` runs `{}`", self.text)),
             Severity::Warning => Diagnostic::warning(format!("installer `{written_path}` runs `{}`", self.text)),
@@ -95,7 +96,9 @@ impl Finding {
 
 /// Checks an installer file; files that are not scripts, or cannot be read as text, have no findings.
 pub fn lint_file(path: &Path, platform: Platform) -> Vec<Finding> {
-    let Some(dialect) = Dialect::of(path) else { return Vec::new() };
+    let Some(dialect) = Dialect::of(path) else {
+        return Vec::new();
+    };
     // A .sh installer on Windows (or .ps1 on Linux) is refused elsewhere; check it in its own dialect anyway.
     let _ = platform;
     match std::fs::read_to_string(path) {
@@ -120,9 +123,17 @@ static SHELL: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     patterns(&[
         (Rule::InteractiveInput, &format!(r"{CMD}(read)\b")),
         (Rule::InteractiveInput, r"^\s*(select\s+\w+\s+in)\b"),
-        (Rule::Reboot, &format!(r"{CMD}((?:/\S*/)?(?:reboot|shutdown|poweroff|halt)|systemctl\s+(?:reboot|poweroff|halt|kexec)|(?:tel)?init\s+[06])(?:\s|;|&|\||$)")),
+        (
+            Rule::Reboot,
+            &format!(
+                r"{CMD}((?:/\S*/)?(?:reboot|shutdown|poweroff|halt)|systemctl\s+(?:reboot|poweroff|halt|kexec)|(?:tel)?init\s+[06])(?:\s|;|&|\||$)"
+            ),
+        ),
         (Rule::Download, r"\b((?:curl|wget)\b.*?https?://\S*)"),
-        (Rule::RoutingChange, r"\b(ip\s+(?:-\d\s+)?route\s+\w+|route\s+(?:add|del)|ip6?tables\b|nft\s+\w+|ufw\s+\w+|firewall-cmd\b)"),
+        (
+            Rule::RoutingChange,
+            r"\b(ip\s+(?:-\d\s+)?route\s+\w+|route\s+(?:add|del)|ip6?tables\b|nft\s+\w+|ufw\s+\w+|firewall-cmd\b)",
+        ),
         (Rule::Detached, &format!(r"{CMD}(nohup|setsid|disown)\b")),
     ])
 });
@@ -132,8 +143,14 @@ static POWERSHELL: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         (Rule::InteractiveInput, r"(?i)\b(Read-Host|Get-Credential|PromptForChoice)\b"),
         (Rule::InteractiveInput, r"(?i)^\s*(pause)\s*$"),
         (Rule::Reboot, r"(?i)\b(Restart-Computer|Stop-Computer|shutdown(?:\.exe)?\s+/[rsg])"),
-        (Rule::Download, r"(?i)\b((?:Invoke-WebRequest|iwr|Invoke-RestMethod|irm|Start-BitsTransfer|DownloadFile|DownloadString|curl|wget)\b.*?https?://\S*)"),
-        (Rule::RoutingChange, r"(?i)\b(netsh\s+\w+|route(?:\.exe)?\s+(?:add|delete|change)|(?:New|Remove|Set)-NetRoute|(?:New|Set)-NetFirewallRule)\b"),
+        (
+            Rule::Download,
+            r"(?i)\b((?:Invoke-WebRequest|iwr|Invoke-RestMethod|irm|Start-BitsTransfer|DownloadFile|DownloadString|curl|wget)\b.*?https?://\S*)",
+        ),
+        (
+            Rule::RoutingChange,
+            r"(?i)\b(netsh\s+\w+|route(?:\.exe)?\s+(?:add|delete|change)|(?:New|Remove|Set)-NetRoute|(?:New|Set)-NetFirewallRule)\b",
+        ),
         (Rule::Detached, r"(?i)\b(Start-Job|Start-ThreadJob)\b"),
     ])
 });
@@ -153,7 +170,8 @@ static BATCH_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(?:^|&)\
 static BATCH_WAIT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\s/wait\b").unwrap());
 static TRAILING_AMPERSAND: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[^&|>]\s*(&)\s*$").unwrap());
 static SHELL_WAIT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?:^|[;&|]\s*)wait\b").unwrap());
-static READ_FROM_INPUT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\|\s*(?:while\s+)?read\b|\bread\b.*<|\bread\s+-t\b|\bdone\s*<").unwrap());
+static READ_FROM_INPUT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\|\s*(?:while\s+)?read\b|\bread\b.*<|\bread\s+-t\b|\bdone\s*<").unwrap());
 
 /// Checks a script's text.
 pub fn lint(text: &str, dialect: Dialect) -> Vec<Finding> {
@@ -175,10 +193,13 @@ pub fn lint(text: &str, dialect: Dialect) -> Vec<Finding> {
             Dialect::Batch => &BATCH,
         };
         for pattern in table {
-            let Some(m) = pattern.regex.captures(line).and_then(|c| c.get(1)) else { continue };
+            let Some(m) = pattern.regex.captures(line).and_then(|c| c.get(1)) else {
+                continue;
+            };
             // `read` fed by a pipe, a redirect or a loop over a file never waits for a person.
             if pattern.rule == Rule::InteractiveInput && dialect == Dialect::Shell && m.as_str() == "read" {
-                let loop_fed = lines[index..].iter().take(50).any(|l| l.trim_start().starts_with("done") && l.contains('<'));
+                let loop_fed =
+                    lines[index..].iter().take(50).any(|l| l.trim_start().starts_with("done") && l.contains('<'));
                 if READ_FROM_INPUT.is_match(line) || loop_fed {
                     continue;
                 }
@@ -277,9 +298,18 @@ mod tests {
         let ps = "Start-Process msiexec.exe -ArgumentList '/i a.msi /qn'\nStart-Process setup.exe -Wait\n$x = Read-Host 'Name'\nRestart-Computer -Force\nInvoke-WebRequest -Uri https://x/y -OutFile y\nnetsh advfirewall set allprofiles state off\n";
         assert_eq!(
             rules(ps, Dialect::PowerShell),
-            vec![(Rule::Detached, 1), (Rule::InteractiveInput, 3), (Rule::Reboot, 4), (Rule::Download, 5), (Rule::RoutingChange, 6)]
+            vec![
+                (Rule::Detached, 1),
+                (Rule::InteractiveInput, 3),
+                (Rule::Reboot, 4),
+                (Rule::Download, 5),
+                (Rule::RoutingChange, 6)
+            ]
         );
         let bat = "@echo off\nREM pause here\nmsiexec /i a.msi /qn\nstart setup.exe\nstart /wait setup.exe\npause\nshutdown /r /t 0\n";
-        assert_eq!(rules(bat, Dialect::Batch), vec![(Rule::Detached, 4), (Rule::InteractiveInput, 6), (Rule::Reboot, 7)]);
+        assert_eq!(
+            rules(bat, Dialect::Batch),
+            vec![(Rule::Detached, 4), (Rule::InteractiveInput, 6), (Rule::Reboot, 7)]
+        );
     }
 }

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::build::{InstanceResult, InstanceStatus, PackageGroupRecord};
 use crate::model::{
-    AccountId, AmiId, BaseImage, BucketEncryption, Model, PrivateImage, Ref, Region, Resource, ResourceId, Subscription, Tags,
+    AccountId, AmiId, BaseImage, BucketEncryption, Model, PrivateImage, Ref, Region, Resource, ResourceId,
+    Subscription, Tags,
 };
 
 /// Tag keys that mark what imagectl owns.
@@ -89,7 +90,9 @@ impl ReadScope {
                             Ref::External(bucket) => bucket.to_string(),
                             Ref::Stack(id) => id.name.clone(),
                         });
-                        scope.base_images.extend(t.base_images.values().filter_map(|b| BaseImageQuery::new(t.region.clone(), b)));
+                        scope
+                            .base_images
+                            .extend(t.base_images.values().filter_map(|b| BaseImageQuery::new(t.region.clone(), b)));
                     }
                 }
                 Resource::PrivateImage(i) => {
@@ -128,10 +131,15 @@ impl ReadScope {
         // Images are deregistered by retention, and by `destroy` or `--prune`: only when nothing uses them.
         scope.image_usage = count_bucket_objects;
         for resource in model.resources.values() {
-            let Resource::PrivateImage(image) = resource else { continue };
+            let Resource::PrivateImage(image) = resource else {
+                continue;
+            };
             scope.image_usage = true;
-            let Some(parameter) = &image.publish_parameter else { continue };
-            let source = crate::model::ImageSource::Stack(ResourceId::new(crate::model::Kind::PrivateImage, &image.name));
+            let Some(parameter) = &image.publish_parameter else {
+                continue;
+            };
+            let source =
+                crate::model::ImageSource::Stack(ResourceId::new(crate::model::Kind::PrivateImage, &image.name));
             let mut regions = vec![image.region.clone()];
             for other in model.resources.values() {
                 if let Resource::ImageCopy(copy) = other {
@@ -186,11 +194,22 @@ pub struct LiveState {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum BaseImageQuery {
-    Id { region: Region, id: AmiId },
+    Id {
+        region: Region,
+        id: AmiId,
+    },
     /// The newest image of these owners whose name matches the pattern.
-    Lookup { region: Region, owners: Vec<String>, name: String, architecture: Option<String> },
+    Lookup {
+        region: Region,
+        owners: Vec<String>,
+        name: String,
+        architecture: Option<String>,
+    },
     /// An SSM parameter holding an AMI ID.
-    Parameter { region: Region, name: String },
+    Parameter {
+        region: Region,
+        name: String,
+    },
 }
 
 impl BaseImageQuery {
@@ -269,7 +288,10 @@ pub struct LaunchPermissions {
 
 impl LaunchPermissions {
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.organizations.is_empty() && self.organizational_units.is_empty() && !self.public
+        self.accounts.is_empty()
+            && self.organizations.is_empty()
+            && self.organizational_units.is_empty()
+            && !self.public
     }
 
     /// What `self` has that `other` lacks.

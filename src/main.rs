@@ -200,7 +200,13 @@ fn run(cli: Cli) -> Result<u8> {
                 paths: scope.paths,
                 options: commands::options(imagectl::plan::Mode::Apply, prune, scope.targets, false),
             };
-            commands::runtime()?.block_on(commands::plan(&cli.aws.into(), request, output == OutputFormat::Json, out, detailed_exitcode))
+            commands::runtime()?.block_on(commands::plan(
+                &cli.aws.into(),
+                request,
+                output == OutputFormat::Json,
+                out,
+                detailed_exitcode,
+            ))
         }
         Command::Apply { scope, prune, plan, auto_approve, parallelism, no_wait } => {
             let source = match plan {

@@ -83,13 +83,18 @@ fn group_state(states: &[Option<BuildState>]) -> Option<BuildState> {
 pub fn package_groups(model: &Model, live: &LiveState) -> Vec<GroupStatus> {
     let mut out = Vec::new();
     for (id, resource) in &model.resources {
-        let Resource::PackageGroup(group) = resource else { continue };
-        let Some(tests) = &group.test_builds else { continue };
+        let Resource::PackageGroup(group) = resource else {
+            continue;
+        };
+        let Some(tests) = &group.test_builds else {
+            continue;
+        };
         let resource = id.to_string();
         let mut builds = Vec::new();
         for os in tests.base_images.keys() {
             let running = live.build_instances.iter().find(|i| {
-                i.tags.get(RESOURCE_TAG) == Some(&resource) && i.tags.get(tags::OPERATING_SYSTEM).map(String::as_str) == Some(os.as_str())
+                i.tags.get(RESOURCE_TAG) == Some(&resource)
+                    && i.tags.get(tags::OPERATING_SYSTEM).map(String::as_str) == Some(os.as_str())
             });
             let prefix = format!("{}-{os}-r", group.name);
             let (build_id, reports) = match running {
@@ -106,25 +111,30 @@ pub fn package_groups(model: &Model, live: &LiveState) -> Vec<GroupStatus> {
                     .map(|(_, b, r)| (Some(b.clone()), Some(r)))
                     .unwrap_or((None, None)),
             };
-            let (state, detail) = match (reports.and_then(|r| r.result.as_ref()), reports.and_then(|r| r.status.as_ref())) {
-                (Some(result), _) => {
-                    // The full S3 location, as for images: the log is where a seller starts.
-                    let log = ReportKeys::for_build(build_id.as_deref().unwrap_or("")).log;
-                    let (state, verdict) = build::judge(result, &format!("s3://{}/{log}", logs_bucket(&tests.logs_bucket)));
-                    match state {
-                        // As for images: nothing may be capturing it (`apply --no-wait`), so say where it stands.
-                        BuildState::Scanning if running.is_some() => {
-                            let instance = running.map_or("", |i| i.state.as_str());
-                            (Some(BuildState::Scanning), format!("installed and scanned; instance {instance}, waiting to be captured"))
+            let (state, detail) =
+                match (reports.and_then(|r| r.result.as_ref()), reports.and_then(|r| r.status.as_ref())) {
+                    (Some(result), _) => {
+                        // The full S3 location, as for images: the log is where a seller starts.
+                        let log = ReportKeys::for_build(build_id.as_deref().unwrap_or("")).log;
+                        let (state, verdict) =
+                            build::judge(result, &format!("s3://{}/{log}", logs_bucket(&tests.logs_bucket)));
+                        match state {
+                            // As for images: nothing may be capturing it (`apply --no-wait`), so say where it stands.
+                            BuildState::Scanning if running.is_some() => {
+                                let instance = running.map_or("", |i| i.state.as_str());
+                                (
+                                    Some(BuildState::Scanning),
+                                    format!("installed and scanned; instance {instance}, waiting to be captured"),
+                                )
+                            }
+                            BuildState::Scanning => (Some(BuildState::Successful), "built and scanned".to_owned()),
+                            other => (Some(other), verdict),
                         }
-                        BuildState::Scanning => (Some(BuildState::Successful), "built and scanned".to_owned()),
-                        other => (Some(other), verdict),
                     }
-                }
-                (None, Some(status)) => (Some(status.state), format!("since {}", status.at)),
-                (None, None) if running.is_some() => (Some(BuildState::Building), "instance launched".to_owned()),
-                (None, None) => (None, "not built yet".to_owned()),
-            };
+                    (None, Some(status)) => (Some(status.state), format!("since {}", status.at)),
+                    (None, None) if running.is_some() => (Some(BuildState::Building), "instance launched".to_owned()),
+                    (None, None) => (None, "not built yet".to_owned()),
+                };
             builds.push(OsBuild { operating_system: os.clone(), build_id, state, detail });
         }
         let states: Vec<Option<BuildState>> = builds.iter().map(|b| b.state).collect();
@@ -152,7 +162,9 @@ pub fn render_groups(groups: &[GroupStatus]) -> String {
 pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
     let mut out = Vec::new();
     for (id, resource) in &model.resources {
-        let Resource::PrivateImage(image) = resource else { continue };
+        let Resource::PrivateImage(image) = resource else {
+            continue;
+        };
         let resource = id.to_string();
         let ours = |t: &crate::model::Tags| t.get(RESOURCE_TAG) == Some(&resource);
         let current = live
@@ -160,7 +172,12 @@ pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
             .iter()
             .filter(|i| ours(&i.tags) && i.state == "available" && i.region == image.region)
             .max_by_key(|i| revision(&i.tags))
-            .map(|i| CurrentImage { image_id: i.id.clone(), name: i.name.clone(), revision: revision(&i.tags), created: i.creation_date.clone() });
+            .map(|i| CurrentImage {
+                image_id: i.id.clone(),
+                name: i.name.clone(),
+                revision: revision(&i.tags),
+                created: i.creation_date.clone(),
+            });
         let current_revision = current.as_ref().map(|c| c.revision).unwrap_or(0);
         let running = live.build_instances.iter().filter(|i| ours(&i.tags)).max_by_key(|i| revision(&i.tags));
         let latest_build = match running {
@@ -171,10 +188,16 @@ pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
                 let reports = live.build_reports.get(&build_id);
                 let (state, detail) = match reports {
                     Some(r) if r.result.is_some() => {
-                        let log = bucket.as_ref().map(|b| format!("s3://{b}/{}", ReportKeys::for_build(&build_id).log)).unwrap_or_default();
+                        let log = bucket
+                            .as_ref()
+                            .map(|b| format!("s3://{b}/{}", ReportKeys::for_build(&build_id).log))
+                            .unwrap_or_default();
                         let (state, verdict) = build::judge(r.result.as_ref().expect("checked"), &log);
                         if state == BuildState::Scanning {
-                            (BuildState::Scanning, format!("installed and scanned; instance {}, waiting to be captured", instance.state))
+                            (
+                                BuildState::Scanning,
+                                format!("installed and scanned; instance {}, waiting to be captured", instance.state),
+                            )
                         } else {
                             (state, verdict)
                         }
@@ -183,7 +206,10 @@ pub fn images(model: &Model, live: &LiveState) -> Vec<ImageStatus> {
                         let status = r.status.as_ref().expect("checked");
                         (status.state, format!("since {}", status.at))
                     }
-                    _ => (BuildState::Building, format!("instance {} {}, launched {}", instance.id, instance.state, instance.launch_time)),
+                    _ => (
+                        BuildState::Building,
+                        format!("instance {} {}, launched {}", instance.id, instance.state, instance.launch_time),
+                    ),
                 };
                 Some(BuildStatus { build_id, state, detail, instance: Some(instance.id.clone()), logs })
             }
@@ -218,7 +244,13 @@ fn failed_build(live: &LiveState, name: &str, current_revision: u32, logs_bucket
             let keys = ReportKeys::for_build(build_id);
             let (state, detail) = build::judge(result, &format!("s3://{logs_bucket}/{}", keys.log));
             let logs = Some(format!("s3://{logs_bucket}/imagectl/builds/{build_id}/"));
-            (state != BuildState::Scanning).then(|| BuildStatus { build_id: build_id.clone(), state, detail, instance: None, logs })
+            (state != BuildState::Scanning).then(|| BuildStatus {
+                build_id: build_id.clone(),
+                state,
+                detail,
+                instance: None,
+                logs,
+            })
         })
 }
 
@@ -260,17 +292,26 @@ pub struct Output {
 pub fn outputs(model: &Model, live: &LiveState) -> Vec<Output> {
     let mut out = Vec::new();
     for (id, resource) in &model.resources {
-        let Resource::PrivateImage(image) = resource else { continue };
+        let Resource::PrivateImage(image) = resource else {
+            continue;
+        };
         let resource = id.to_string();
         let Some(current) = live
             .images
             .iter()
-            .filter(|i| i.tags.get(RESOURCE_TAG) == Some(&resource) && i.state == "available" && i.region == image.region)
+            .filter(|i| {
+                i.tags.get(RESOURCE_TAG) == Some(&resource) && i.state == "available" && i.region == image.region
+            })
             .max_by_key(|i| revision(&i.tags))
         else {
             continue;
         };
-        out.push(Output { image: image.name.clone(), region: current.region.to_string(), image_id: current.id.clone(), copy: None });
+        out.push(Output {
+            image: image.name.clone(),
+            region: current.region.to_string(),
+            image_id: current.id.clone(),
+            copy: None,
+        });
         let source = current.tags.get(tags::BUILD_ID).unwrap_or(&current.id);
         let mut copies: Vec<_> = live
             .images
@@ -296,7 +337,15 @@ pub fn render_outputs(outputs: &[Output]) -> String {
     let width = outputs.iter().map(|o| o.image.len()).max().unwrap_or(0);
     outputs
         .iter()
-        .map(|o| format!("{:<width$}  {:<15} {}{}\n", o.image, o.region, o.image_id, o.copy.as_ref().map(|c| format!("  ({c})")).unwrap_or_default()))
+        .map(|o| {
+            format!(
+                "{:<width$}  {:<15} {}{}\n",
+                o.image,
+                o.region,
+                o.image_id,
+                o.copy.as_ref().map(|c| format!("  ({c})")).unwrap_or_default()
+            )
+        })
         .collect()
 }
 

@@ -44,12 +44,9 @@ pub fn operating_systems(platform: Platform) -> &'static [&'static str] {
             "ubuntu-22.04",
             "ubuntu-24.04",
         ],
-        Platform::Windows => &[
-            "windows-server-2016",
-            "windows-server-2019",
-            "windows-server-2022",
-            "windows-server-2025",
-        ],
+        Platform::Windows => {
+            &["windows-server-2016", "windows-server-2019", "windows-server-2022", "windows-server-2025"]
+        }
     }
 }
 
@@ -76,10 +73,14 @@ pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -
             Some(first) => {
                 let first = documents[*first].locate("metadata.name");
                 checker.push(
-                    Diagnostic::error(format!("duplicate {id}: {} named `{}` is already defined at {first}", a(id.kind), id.name))
-                        .at(document.locate("metadata.name"))
-                        .field("metadata.name")
-                        .help(format!("names are unique within a kind; rename one of the two {}s", id.kind)),
+                    Diagnostic::error(format!(
+                        "duplicate {id}: {} named `{}` is already defined at {first}",
+                        a(id.kind),
+                        id.name
+                    ))
+                    .at(document.locate("metadata.name"))
+                    .field("metadata.name")
+                    .help(format!("names are unique within a kind; rename one of the two {}s", id.kind)),
                 );
             }
             None => {
@@ -97,9 +98,8 @@ pub fn validate(documents: &[SourceDocument], parse_problems: Vec<Diagnostic>) -
             None // the Stack is there but did not parse, or may be in a document that did not; that is reported already
         }
         [] => {
-            let mut diagnostic = Diagnostic::error("no Stack manifest: exactly one document must have `kind: Stack`").help(
-                "add a document: apiVersion: imagectl/v1, kind: Stack, metadata: {name: …}, spec: {region: …}",
-            );
+            let mut diagnostic = Diagnostic::error("no Stack manifest: exactly one document must have `kind: Stack`")
+                .help("add a document: apiVersion: imagectl/v1, kind: Stack, metadata: {name: …}, spec: {region: …}");
             // Every error names a place; here it is where the manifests that were read begin.
             if let Some(location) = first_document {
                 diagnostic = diagnostic.at(location);
@@ -185,7 +185,9 @@ impl Checker {
     }
 
     fn stack(&mut self, document: &SourceDocument) -> Option<Stack> {
-        let Manifest::Stack(m) = &document.manifest else { return None };
+        let Manifest::Stack(m) = &document.manifest else {
+            return None;
+        };
         let region = match Region::parse(&m.spec.region) {
             Ok(region) => region,
             Err(e) => {
@@ -199,13 +201,18 @@ impl Checker {
             }
         };
         for (key, field) in [(&m.metadata.name, "metadata.name")] {
-            if key.is_empty() || key.len() > 64 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if key.is_empty()
+                || key.len() > 64
+                || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 self.push(
                     Diagnostic::error(format!("`{key}` is not a valid stack name"))
                         .at(document.locate(field))
                         .resource(format!("Stack/{key}"))
                         .field(field)
-                        .help("1 to 64 letters, digits, hyphens or underscores: it is written into every ownership tag"),
+                        .help(
+                            "1 to 64 letters, digits, hyphens or underscores: it is written into every ownership tag",
+                        ),
                 );
             }
         }
@@ -235,17 +242,13 @@ struct Context<'a> {
 impl Context<'_> {
     fn error(&mut self, field: &str, message: impl Into<String>) -> &mut Diagnostic {
         let id = id_of(&self.document.manifest);
-        self.checker.push(
-            Diagnostic::error(message).at(self.document.locate(field)).resource(id).field(field),
-        );
+        self.checker.push(Diagnostic::error(message).at(self.document.locate(field)).resource(id).field(field));
         self.checker.diagnostics.last_mut().expect("just pushed")
     }
 
     fn warning(&mut self, field: &str, message: impl Into<String>) -> &mut Diagnostic {
         let id = id_of(&self.document.manifest);
-        self.checker.push(
-            Diagnostic::warning(message).at(self.document.locate(field)).resource(id).field(field),
-        );
+        self.checker.push(Diagnostic::warning(message).at(self.document.locate(field)).resource(id).field(field));
         self.checker.diagnostics.last_mut().expect("just pushed")
     }
 
@@ -256,7 +259,8 @@ impl Context<'_> {
     fn tags(&mut self, own: &raw::Tags) -> Tags {
         // The stack's own tags are checked at the Stack.
         for key in own.keys().filter(|k| is_reserved_tag(k)) {
-            self.error(&format!("spec.tags.{key}"), format!("tag key `{key}` is reserved")).help = Some(RESERVED_TAG_HELP.into());
+            self.error(&format!("spec.tags.{key}"), format!("tag key `{key}` is reserved")).help =
+                Some(RESERVED_TAG_HELP.into());
         }
         let mut tags = self.stack.map(|s| s.tags.clone()).unwrap_or_default();
         tags.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -377,31 +381,47 @@ impl Context<'_> {
         )
     }
 
-    fn image_source(&mut self, field: &str, value: &str, region_field: &str, region: &Option<String>) -> Option<ImageSource> {
+    fn image_source(
+        &mut self,
+        field: &str,
+        value: &str,
+        region_field: &str,
+        region: &Option<String>,
+    ) -> Option<ImageSource> {
         if value.starts_with("ami-") {
             let id = self.check(field, AmiId::parse(value));
             let region = match region {
                 Some(r) => self.check(region_field, Region::parse(r)),
                 None => {
-                    self.error(field, format!("the external image `{value}` needs its region"))
-                        .help = Some(format!("add `{}` with the region the AMI is in", region_field.trim_start_matches("spec.")));
+                    self.error(field, format!("the external image `{value}` needs its region")).help = Some(format!(
+                        "add `{}` with the region the AMI is in",
+                        region_field.trim_start_matches("spec.")
+                    ));
                     None
                 }
             };
             return Some(ImageSource::External { id: id?, region: region? });
         }
         if region.is_some() {
-            self.error(region_field, "only an external `ami-…` image takes a region")
-                .help = Some("a PrivateImage of the stack is in the region its manifest says; remove this field".into());
+            self.error(region_field, "only an external `ami-…` image takes a region").help =
+                Some("a PrivateImage of the stack is in the region its manifest says; remove this field".into());
         }
-        self.reference(field, value, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Identifier("ami-…"))
-            .and_then(|r| r.stack_resource().cloned())
-            .map(ImageSource::Stack)
+        self.reference(
+            field,
+            value,
+            Kind::PrivateImage,
+            |_| None::<Result<(), InvalidId>>,
+            Outside::Identifier("ami-…"),
+        )
+        .and_then(|r| r.stack_resource().cloned())
+        .map(ImageSource::Stack)
     }
 
     fn iam_path(&mut self, field: &str, path: &Option<String>) -> String {
         let path = path.clone().unwrap_or_else(|| "/".to_owned());
-        let valid = path.starts_with('/') && path.ends_with('/') && path.len() <= 512
+        let valid = path.starts_with('/')
+            && path.ends_with('/')
+            && path.len() <= 512
             && path.chars().all(|c| ('!'..='~').contains(&c));
         if !valid {
             self.error(field, format!("`{path}` is not an IAM path")).help =
@@ -455,14 +475,14 @@ impl Context<'_> {
                 None
             }
             (Some(_), Some(_)) => {
-                self.error("spec.assumedBy", "both `assumedBy` and `assumeRolePolicy` are set").help =
-                    Some("keep one: `assumedBy` lists service principals, `assumeRolePolicy` is a full trust policy".into());
+                self.error("spec.assumedBy", "both `assumedBy` and `assumeRolePolicy` are set").help = Some(
+                    "keep one: `assumedBy` lists service principals, `assumeRolePolicy` is a full trust policy".into(),
+                );
                 None
             }
             _ => {
-                self.error("spec", "a role needs a trust policy").help = Some(
-                    "add `assumedBy: [ec2.amazonaws.com]` or a full `assumeRolePolicy` document".into(),
-                );
+                self.error("spec", "a role needs a trust policy").help =
+                    Some("add `assumedBy: [ec2.amazonaws.com]` or a full `assumeRolePolicy` document".into());
                 None
             }
         };
@@ -480,7 +500,11 @@ impl Context<'_> {
                 if a.service() == "iam" && a.resource().starts_with("policy/") {
                     Ok(a)
                 } else {
-                    Err(InvalidId { reason: format!("`{arn}` is not a managed policy ARN (arn:aws:iam::<account|aws>:policy/<name>)") })
+                    Err(InvalidId {
+                        reason: format!(
+                            "`{arn}` is not a managed policy ARN (arn:aws:iam::<account|aws>:policy/<name>)"
+                        ),
+                    })
                 }
             });
             if let Some(arn) = self.check(&field, parsed) {
@@ -495,8 +519,8 @@ impl Context<'_> {
         }
         if let Some(duration) = spec.max_session_duration {
             if !(3600..=43200).contains(&duration) {
-                self.error("spec.maxSessionDuration", format!("{duration} seconds is out of range"))
-                    .help = Some("between 3600 (1 hour) and 43200 (12 hours)".into());
+                self.error("spec.maxSessionDuration", format!("{duration} seconds is out of range")).help =
+                    Some("between 3600 (1 hour) and 43200 (12 hours)".into());
             }
         }
         let tags = self.tags(&spec.tags);
@@ -515,7 +539,8 @@ impl Context<'_> {
 
     fn policy_document(&mut self, field: &str, document: &serde_json::Value) -> Option<serde_json::Value> {
         let statements = document.get("Statement");
-        let ok = document.is_object() && matches!(statements, Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)));
+        let ok = document.is_object()
+            && matches!(statements, Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)));
         if !ok {
             self.error(field, "not an IAM policy document").help =
                 Some("a mapping with `Version: \"2012-10-17\"` and a `Statement` list".into());
@@ -523,8 +548,8 @@ impl Context<'_> {
         }
         if let Some(version) = document.get("Version") {
             if version != "2012-10-17" && version != "2008-10-17" {
-                self.error(&format!("{field}.Version"), format!("policy version {version} is unknown"))
-                    .help = Some("use \"2012-10-17\" (quoted, so YAML keeps it a string)".into());
+                self.error(&format!("{field}.Version"), format!("policy version {version} is unknown")).help =
+                    Some("use \"2012-10-17\" (quoted, so YAML keeps it a string)".into());
             }
         }
         Some(document.clone())
@@ -535,7 +560,13 @@ impl Context<'_> {
         let path = self.iam_path("spec.path", &m.spec.path);
         let role = self.iam_arn("spec.role", &m.spec.role, Kind::Role, "role");
         let tags = self.tags(&m.spec.tags);
-        Some(InstanceProfile { name: m.metadata.name.clone(), path, role: role?, tags, lifecycle: Self::lifecycle(&m.metadata) })
+        Some(InstanceProfile {
+            name: m.metadata.name.clone(),
+            path,
+            role: role?,
+            tags,
+            lifecycle: Self::lifecycle(&m.metadata),
+        })
     }
 
     fn bucket_resource(&mut self, m: &raw::Envelope<raw::BucketSpec>) -> Option<Bucket> {
@@ -575,18 +606,24 @@ impl Context<'_> {
     fn topic_resource(&mut self, m: &raw::Envelope<raw::TopicSpec>) -> Option<Topic> {
         let spec = &m.spec;
         let name = &m.metadata.name;
-        let valid = !name.is_empty() && name.len() <= 256 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let valid = !name.is_empty()
+            && name.len() <= 256
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !valid {
             self.error("metadata.name", format!("`{name}` is not a valid SNS topic name")).help =
                 Some("1 to 256 letters, digits, hyphens or underscores".into());
         }
         let region = self.region("spec.region", &spec.region);
-        const PROTOCOLS: [&str; 9] = ["email", "email-json", "http", "https", "sqs", "lambda", "sms", "application", "firehose"];
+        const PROTOCOLS: [&str; 9] =
+            ["email", "email-json", "http", "https", "sqs", "lambda", "sms", "application", "firehose"];
         let mut subscriptions = BTreeSet::new();
         for (i, s) in spec.subscriptions.iter().enumerate() {
             if !PROTOCOLS.contains(&s.protocol.as_str()) {
-                self.error(&format!("spec.subscriptions[{i}].protocol"), format!("`{}` is not an SNS protocol", s.protocol))
-                    .help = Some(format!("one of {}", PROTOCOLS.join(", ")));
+                self.error(
+                    &format!("spec.subscriptions[{i}].protocol"),
+                    format!("`{}` is not an SNS protocol", s.protocol),
+                )
+                .help = Some(format!("one of {}", PROTOCOLS.join(", ")));
                 continue;
             }
             let fits = match s.protocol.as_str() {
@@ -597,8 +634,14 @@ impl Context<'_> {
                 _ => !s.endpoint.is_empty(),
             };
             if !fits {
-                self.error(&format!("spec.subscriptions[{i}].endpoint"), format!("`{}` is not an endpoint for the {} protocol", s.endpoint, s.protocol))
-                    .help = Some("email: an address; http(s): a URL of that scheme; sqs, lambda, firehose, application: an ARN".into());
+                self.error(
+                    &format!("spec.subscriptions[{i}].endpoint"),
+                    format!("`{}` is not an endpoint for the {} protocol", s.endpoint, s.protocol),
+                )
+                .help = Some(
+                    "email: an address; http(s): a URL of that scheme; sqs, lambda, firehose, application: an ARN"
+                        .into(),
+                );
             }
             subscriptions.insert(Subscription { protocol: s.protocol.clone(), endpoint: s.endpoint.clone() });
         }
@@ -620,13 +663,20 @@ impl Context<'_> {
         // Say which rule the name breaks: a long name that also holds a dot needs both fixes named.
         let mut broken = Vec::new();
         if name.is_empty() || name.len() > MAX_PACKAGE_GROUP_NAME {
-            broken.push(format!("is {} characters long, and a package-group name has 1 to {MAX_PACKAGE_GROUP_NAME}", name.len()));
+            broken.push(format!(
+                "is {} characters long, and a package-group name has 1 to {MAX_PACKAGE_GROUP_NAME}",
+                name.len()
+            ));
         }
-        let mut bad: Vec<char> = name.chars().filter(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')).collect();
+        let mut bad: Vec<char> =
+            name.chars().filter(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')).collect();
         bad.dedup();
         if !bad.is_empty() {
             let listed: Vec<String> = bad.iter().map(|c| format!("`{c}`")).collect();
-            broken.push(format!("holds {}, and a package-group name holds only letters, digits, `_` and `-`", listed.join(" ")));
+            broken.push(format!(
+                "holds {}, and a package-group name holds only letters, digits, `_` and `-`",
+                listed.join(" ")
+            ));
         }
         if !broken.is_empty() {
             self.error("metadata.name", format!("the package-group name {}", broken.join("; it also "))).help = Some(
@@ -650,7 +700,9 @@ impl Context<'_> {
                 let known = operating_systems(platform).join(", ");
                 let (message, help) = if operating_systems(other).contains(&os.as_str()) {
                     (
-                        format!("`{os}` is a {other:?} operating system; packages of one platform do not run on the other"),
+                        format!(
+                            "`{os}` is a {other:?} operating system; packages of one platform do not run on the other"
+                        ),
                         format!("one of {known}; define a second package group for {other:?}"),
                     )
                 } else {
@@ -667,15 +719,19 @@ impl Context<'_> {
                 packages.push(file);
             }
         }
-        let installers: Vec<usize> = spec.packages.iter().enumerate().filter(|(_, p)| p.installer).map(|(i, _)| i).collect();
+        let installers: Vec<usize> =
+            spec.packages.iter().enumerate().filter(|(_, p)| p.installer).map(|(i, _)| i).collect();
         match installers.as_slice() {
             [] => {
-                self.error("spec.packages", "no package is marked as the installer").help =
-                    Some("mark exactly one package with `installer: true`: the script or program that runs the installation".into());
+                self.error("spec.packages", "no package is marked as the installer").help = Some(
+                    "mark exactly one package with `installer: true`: the script or program that runs the installation"
+                        .into(),
+                );
             }
             [one] => {
                 let written = &spec.packages[*one].path;
-                let extension = Path::new(written).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                let extension =
+                    Path::new(written).extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
                 if !installer_types(platform).contains(&extension.as_str()) {
                     self.error(
                         &format!("spec.packages[{one}].path"),
@@ -688,7 +744,8 @@ impl Context<'_> {
                 } else if let Some(file) = packages.iter().find(|p| p.installer) {
                     let findings = installer_lint::lint_file(&file.source, platform);
                     for finding in findings {
-                        let diagnostic = finding.into_diagnostic(&file.path, self.document, &format!("spec.packages[{one}].path"));
+                        let diagnostic =
+                            finding.into_diagnostic(&file.path, self.document, &format!("spec.packages[{one}].path"));
                         self.checker.push(diagnostic.resource(id_of(&self.document.manifest)));
                     }
                 }
@@ -705,8 +762,11 @@ impl Context<'_> {
         let mut seen = BTreeMap::new();
         for (i, p) in packages.iter().enumerate() {
             if let Some(first) = seen.insert(p.file_name.clone(), i) {
-                self.error(&format!("spec.packages[{i}].path"), format!("`{}` has the same file name as packages[{first}]", p.path))
-                    .help = Some("packages land in one directory on the instance; give each a distinct file name".into());
+                self.error(
+                    &format!("spec.packages[{i}].path"),
+                    format!("`{}` has the same file name as packages[{first}]", p.path),
+                )
+                .help = Some("packages land in one directory on the instance; give each a distinct file name".into());
             }
         }
         let timeout_minutes = spec.timeout_minutes.unwrap_or(DEFAULT_TIMEOUT_MINUTES);
@@ -740,14 +800,19 @@ impl Context<'_> {
 
     fn test_builds(&mut self, t: &raw::TestBuilds, operating_systems: &[String]) -> Option<TestBuilds> {
         let region = self.region("spec.testBuilds.region", &t.region);
-        let instance_profile =
-            self.iam_arn("spec.testBuilds.instanceProfile", &t.instance_profile, Kind::InstanceProfile, "instance-profile");
+        let instance_profile = self.iam_arn(
+            "spec.testBuilds.instanceProfile",
+            &t.instance_profile,
+            Kind::InstanceProfile,
+            "instance-profile",
+        );
         let automation_role = self.iam_arn("spec.testBuilds.automationRole", &t.automation_role, Kind::Role, "role");
         let logs_bucket = self.bucket("spec.testBuilds.logsBucket", &t.logs_bucket);
         let instance_type = t.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
         if t.base_images.is_empty() {
-            self.error("spec.testBuilds.baseImages", "no base image for any operating system").help =
-                Some("map each operating system to test to a base image, e.g. amazon-linux-2023: {parameter: …}".into());
+            self.error("spec.testBuilds.baseImages", "no base image for any operating system").help = Some(
+                "map each operating system to test to a base image, e.g. amazon-linux-2023: {parameter: …}".into(),
+            );
         }
         let mut base_images = BTreeMap::new();
         for (os, base) in &t.base_images {
@@ -777,7 +842,9 @@ impl Context<'_> {
             Ok(bytes) => bytes,
             Err(e) => {
                 let message = match e.kind() {
-                    std::io::ErrorKind::NotFound => format!("the package file `{}` does not exist", source.display()),
+                    std::io::ErrorKind::NotFound => {
+                        format!("the package file `{}` does not exist", source.display())
+                    }
                     _ => format!("cannot read the package file `{}`: {e}", source.display()),
                 };
                 self.error(field, message).help = Some(format!(
@@ -801,8 +868,8 @@ impl Context<'_> {
     /// Checks a base image: exactly one of id, lookup, parameter (or, where `allow_image`, another PrivateImage).
     fn base_image(&mut self, field: &str, base: &raw::BaseImage, allow_image: bool) -> Option<BaseImage> {
         if !allow_image && base.image.is_some() {
-            self.error(&format!("{field}.image"), "a test build's base image must be an AMI, not a PrivateImage").help =
-                Some("use `id:`, `lookup:` or `parameter:`".into());
+            self.error(&format!("{field}.image"), "a test build's base image must be an AMI, not a PrivateImage")
+                .help = Some("use `id:`, `lookup:` or `parameter:`".into());
             return None;
         }
         let written: Vec<&str> = [
@@ -816,11 +883,15 @@ impl Context<'_> {
         .collect();
         if written.is_empty() {
             self.error(field, "the base image is not given: exactly one of id, lookup, parameter or image is needed")
-                .help = Some("e.g. `parameter: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64`".into());
+                .help =
+                Some("e.g. `parameter: /aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64`".into());
             None
         } else if written.len() > 1 {
-            self.error(field, format!("{} are given; exactly one of id, lookup, parameter or image is needed", written.join(" and ")))
-                .help = Some(format!("keep one of {} and remove the others", written.join(", ")));
+            self.error(
+                field,
+                format!("{} are given; exactly one of id, lookup, parameter or image is needed", written.join(" and ")),
+            )
+            .help = Some(format!("keep one of {} and remove the others", written.join(", ")));
             None
         } else if let Some(id) = &base.id {
             self.check(&format!("{field}.id"), AmiId::parse(id)).map(BaseImage::Id)
@@ -832,7 +903,8 @@ impl Context<'_> {
                 ok = false;
             }
             for (i, owner) in lookup.owners.iter().enumerate() {
-                if !["self", "amazon", "aws-marketplace"].contains(&owner.as_str()) && AccountId::parse(owner).is_err() {
+                if !["self", "amazon", "aws-marketplace"].contains(&owner.as_str()) && AccountId::parse(owner).is_err()
+                {
                     self.error(&format!("{field}.lookup.owners[{i}]"), format!("`{owner}` is not an image owner"))
                         .help = Some("a 12-digit account ID, `self`, `amazon` or `aws-marketplace`".into());
                     ok = false;
@@ -840,12 +912,19 @@ impl Context<'_> {
             }
             if let Some(arch) = &lookup.architecture {
                 if !["x86_64", "arm64", "i386", "x86_64_mac", "arm64_mac"].contains(&arch.as_str()) {
-                    self.error(&format!("{field}.lookup.architecture"), format!("`{arch}` is not an EC2 architecture"))
-                        .help = Some("x86_64 or arm64".into());
+                    self.error(
+                        &format!("{field}.lookup.architecture"),
+                        format!("`{arch}` is not an EC2 architecture"),
+                    )
+                    .help = Some("x86_64 or arm64".into());
                     ok = false;
                 }
             }
-            ok.then(|| BaseImage::Lookup { owners: lookup.owners.clone(), name: lookup.name.clone(), architecture: lookup.architecture.clone() })
+            ok.then(|| BaseImage::Lookup {
+                owners: lookup.owners.clone(),
+                name: lookup.name.clone(),
+                architecture: lookup.architecture.clone(),
+            })
         } else if let Some(parameter) = &base.parameter {
             if parameter.starts_with('/') || parameter.starts_with("arn:") {
                 Some(BaseImage::Parameter(parameter.clone()))
@@ -856,9 +935,15 @@ impl Context<'_> {
             }
         } else {
             let image = base.image.as_deref().unwrap_or_default();
-            self.reference(&format!("{field}.image"), image, Kind::PrivateImage, |_| None::<Result<(), InvalidId>>, Outside::Note("an AMI outside the stack is given with `id:`, `lookup:` or `parameter:` instead"))
-                .and_then(|r| r.stack_resource().cloned())
-                .map(BaseImage::Image)
+            self.reference(
+                &format!("{field}.image"),
+                image,
+                Kind::PrivateImage,
+                |_| None::<Result<(), InvalidId>>,
+                Outside::Note("an AMI outside the stack is given with `id:`, `lookup:` or `parameter:` instead"),
+            )
+            .and_then(|r| r.stack_resource().cloned())
+            .map(BaseImage::Image)
         }
     }
 
@@ -867,9 +952,16 @@ impl Context<'_> {
         let region = self.region("spec.region", &spec.region);
         let base_image = self.base_image("spec.baseImage", &spec.base_image, true);
         let package_group = self
-            .reference("spec.packageGroup", &spec.package_group, Kind::PackageGroup, |_| None::<Result<(), InvalidId>>, Outside::Note("package groups are always defined in the stack"))
+            .reference(
+                "spec.packageGroup",
+                &spec.package_group,
+                Kind::PackageGroup,
+                |_| None::<Result<(), InvalidId>>,
+                Outside::Note("package groups are always defined in the stack"),
+            )
             .and_then(|r| r.stack_resource().cloned());
-        let instance_profile = self.iam_arn("spec.instanceProfile", &spec.instance_profile, Kind::InstanceProfile, "instance-profile");
+        let instance_profile =
+            self.iam_arn("spec.instanceProfile", &spec.instance_profile, Kind::InstanceProfile, "instance-profile");
         let automation_role = self.iam_arn("spec.automationRole", &spec.automation_role, Kind::Role, "role");
         let logs_bucket = self.bucket("spec.logsBucket", &spec.logs_bucket);
         let notifications = match &spec.notifications {
@@ -881,7 +973,10 @@ impl Context<'_> {
         }
         if let Some(description) = &spec.description {
             if description.len() > 255 {
-                self.error("spec.description", format!("{} characters; an AMI description holds at most 255", description.len()));
+                self.error(
+                    "spec.description",
+                    format!("{} characters; an AMI description holds at most 255", description.len()),
+                );
             }
         }
         let instance_type = spec.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_owned());
@@ -896,8 +991,11 @@ impl Context<'_> {
             }
             for (i, group) in network.security_groups.iter().enumerate() {
                 if !group.starts_with("sg-") {
-                    self.error(&format!("spec.network.securityGroups[{i}]"), format!("`{group}` is not a security group ID"))
-                        .help = Some("sg-…".into());
+                    self.error(
+                        &format!("spec.network.securityGroups[{i}]"),
+                        format!("`{group}` is not a security group ID"),
+                    )
+                    .help = Some("sg-…".into());
                 }
             }
         }
@@ -907,12 +1005,21 @@ impl Context<'_> {
                     self.error("spec.retention.keep", "keeping 0 images would delete the image just built").help =
                         Some("keep at least 1".into());
                 }
-                Retention { keep: r.keep, deprecate_after_days: r.deprecate_after_days, deregistration_protection: r.deregistration_protection }
+                Retention {
+                    keep: r.keep,
+                    deprecate_after_days: r.deprecate_after_days,
+                    deregistration_protection: r.deregistration_protection,
+                }
             }
-            None => Retention { keep: DEFAULT_KEEP_IMAGES, deprecate_after_days: None, deregistration_protection: false },
+            None => {
+                Retention { keep: DEFAULT_KEEP_IMAGES, deprecate_after_days: None, deregistration_protection: false }
+            }
         };
         if let Some(publish) = &spec.publish {
-            if !publish.parameter.starts_with('/') || publish.parameter.starts_with("/aws") || publish.parameter.starts_with("/ssm") {
+            if !publish.parameter.starts_with('/')
+                || publish.parameter.starts_with("/aws")
+                || publish.parameter.starts_with("/ssm")
+            {
                 self.error("spec.publish.parameter", format!("`{}` cannot be published to", publish.parameter)).help =
                     Some("a parameter name beginning with `/`, outside the reserved /aws and /ssm prefixes".into());
             }
@@ -930,8 +1037,11 @@ impl Context<'_> {
         for (i, device) in spec.block_devices.iter().enumerate() {
             if let Some(t) = &device.volume_type {
                 if !["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"].contains(&t.as_str()) {
-                    self.error(&format!("spec.blockDevices[{i}].volumeType"), format!("`{t}` is not an EBS volume type"))
-                        .help = Some("gp3, gp2, io1, io2, st1, sc1 or standard".into());
+                    self.error(
+                        &format!("spec.blockDevices[{i}].volumeType"),
+                        format!("`{t}` is not an EBS volume type"),
+                    )
+                    .help = Some("gp3, gp2, io1, io2, st1, sc1 or standard".into());
                 }
             }
             if device.kms_key.is_some() && device.encrypted == Some(false) {
@@ -1009,7 +1119,9 @@ impl Context<'_> {
         let mut unencrypted_with_spec_key = Vec::new();
         for (i, region) in spec.regions.iter().enumerate() {
             let field = format!("spec.regions[{i}]");
-            let Some(region) = self.check(&field, Region::parse(region)) else { continue };
+            let Some(region) = self.check(&field, Region::parse(region)) else {
+                continue;
+            };
             let overrides = spec.per_region.get(region.as_str());
             let settings = CopySettings {
                 name: overrides.and_then(|o| o.name.clone()).or_else(|| spec.name.clone()),
@@ -1019,20 +1131,27 @@ impl Context<'_> {
             };
             if settings.kms_key.is_some() && !settings.encrypted {
                 if overrides.is_some_and(|o| o.kms_key.is_some()) {
-                    self.error(&format!("spec.perRegion.{region}.kmsKey"), format!("a KMS key is set for {region} but the copy there is not encrypted"))
-                        .help = Some(format!("set `encrypted: true` in perRegion.{region} or remove its `kmsKey`"));
+                    self.error(
+                        &format!("spec.perRegion.{region}.kmsKey"),
+                        format!("a KMS key is set for {region} but the copy there is not encrypted"),
+                    )
+                    .help = Some(format!("set `encrypted: true` in perRegion.{region} or remove its `kmsKey`"));
                 } else if !unencrypted_with_spec_key.contains(&region) {
                     unencrypted_with_spec_key.push(region.clone());
                 }
             }
             if regions.insert(region.clone(), settings).is_some() {
-                self.error(&field, format!("{region} is listed twice")).help = Some("list each target region once".into());
+                self.error(&field, format!("{region} is listed twice")).help =
+                    Some("list each target region once".into());
             }
         }
         if !unencrypted_with_spec_key.is_empty() {
             let listed: Vec<&str> = unencrypted_with_spec_key.iter().map(Region::as_str).collect();
-            self.error("spec.kmsKey", format!("a KMS key is set but the copies to {} are not encrypted", listed.join(", ")))
-                .help = Some("set `encrypted: true` (for all regions, or in perRegion) or remove `kmsKey`".into());
+            self.error(
+                "spec.kmsKey",
+                format!("a KMS key is set but the copies to {} are not encrypted", listed.join(", ")),
+            )
+            .help = Some("set `encrypted: true` (for all regions, or in perRegion) or remove `kmsKey`".into());
         }
         for region in spec.per_region.keys() {
             if !spec.regions.contains(region) {
@@ -1041,7 +1160,13 @@ impl Context<'_> {
             }
         }
         let tags = self.tags(&spec.tags);
-        Some(ImageCopy { name: m.metadata.name.clone(), source: source?, regions, tags, lifecycle: Self::lifecycle(&m.metadata) })
+        Some(ImageCopy {
+            name: m.metadata.name.clone(),
+            source: source?,
+            regions,
+            tags,
+            lifecycle: Self::lifecycle(&m.metadata),
+        })
     }
 
     fn image_share(&mut self, m: &raw::Envelope<raw::ImageShareSpec>) -> Option<ImageShare> {
@@ -1071,7 +1196,9 @@ impl Context<'_> {
         }
         if spec.share_snapshots && spec.accounts.is_empty() && !spec.public {
             self.warning("spec.shareSnapshots", "snapshot sharing applies to accounts, and none are listed").help =
-                Some("list the `accounts` that may create volumes from the snapshots, or remove `shareSnapshots`".into());
+                Some(
+                    "list the `accounts` that may create volumes from the snapshots, or remove `shareSnapshots`".into(),
+                );
         }
         Some(ImageShare {
             name: m.metadata.name.clone(),
@@ -1112,7 +1239,8 @@ fn link_shares_to_copies(model: &mut Model) {
         .collect();
     for resource in model.resources.values_mut() {
         if let Resource::ImageShare(share) = resource {
-            share.copies = copies.iter().filter(|(_, source)| *source == share.image).map(|(id, _)| id.clone()).collect();
+            share.copies =
+                copies.iter().filter(|(_, source)| *source == share.image).map(|(id, _)| id.clone()).collect();
         }
     }
 }
@@ -1125,11 +1253,17 @@ fn check_across_resources(model: &Model, checker: &mut Checker) {
                 if let Some(Resource::Bucket(bucket)) = model.resources.get(bucket_id) {
                     if bucket.region != t.region {
                         checker.push(
-                            Diagnostic::error(format!("the logs bucket `{}` is in {}, but the test builds run in {}", bucket.name, bucket.region, t.region))
-                                .at(model.origins[id].locate("spec.testBuilds.logsBucket"))
-                                .resource(id)
-                                .field("spec.testBuilds.logsBucket")
-                                .help(format!("build logs must be stored in the builds' region: use a bucket in {}", t.region)),
+                            Diagnostic::error(format!(
+                                "the logs bucket `{}` is in {}, but the test builds run in {}",
+                                bucket.name, bucket.region, t.region
+                            ))
+                            .at(model.origins[id].locate("spec.testBuilds.logsBucket"))
+                            .resource(id)
+                            .field("spec.testBuilds.logsBucket")
+                            .help(format!(
+                                "build logs must be stored in the builds' region: use a bucket in {}",
+                                t.region
+                            )),
                         );
                     }
                 }
@@ -1137,7 +1271,9 @@ fn check_across_resources(model: &Model, checker: &mut Checker) {
         }
     }
     for (id, resource) in &model.resources {
-        let Resource::PrivateImage(image) = resource else { continue };
+        let Resource::PrivateImage(image) = resource else {
+            continue;
+        };
         let origin = &model.origins[id];
         if let Ref::Stack(bucket_id) = &image.logs_bucket {
             if let Some(Resource::Bucket(bucket)) = model.resources.get(bucket_id) {
@@ -1150,7 +1286,10 @@ fn check_across_resources(model: &Model, checker: &mut Checker) {
                         .at(origin.locate("spec.logsBucket"))
                         .resource(id)
                         .field("spec.logsBucket")
-                        .help(format!("build logs must be stored in the image's region: use a bucket in {}", image.region)),
+                        .help(format!(
+                            "build logs must be stored in the image's region: use a bucket in {}",
+                            image.region
+                        )),
                     );
                 }
             }
@@ -1170,11 +1309,14 @@ fn check_across_resources(model: &Model, checker: &mut Checker) {
             if let Some(Resource::PrivateImage(base_image)) = model.resources.get(base) {
                 if base_image.region != image.region {
                     checker.push(
-                        Diagnostic::error(format!("the base image {base} is built in {}, this image in {}", base_image.region, image.region))
-                            .at(origin.locate("spec.baseImage.image"))
-                            .resource(id)
-                            .field("spec.baseImage.image")
-                            .help("layered images are built in the region of their base"),
+                        Diagnostic::error(format!(
+                            "the base image {base} is built in {}, this image in {}",
+                            base_image.region, image.region
+                        ))
+                        .at(origin.locate("spec.baseImage.image"))
+                        .resource(id)
+                        .field("spec.baseImage.image")
+                        .help("layered images are built in the region of their base"),
                     );
                 }
             }
@@ -1220,7 +1362,8 @@ fn check_cycles(model: &Model, checker: &mut Checker) {
         )
     };
     let (_, field, location) = &hops[0];
-    let mut diagnostic = Diagnostic::error(format!("dependency cycle: {}", path.join(" → "))).resource(first).help(help);
+    let mut diagnostic =
+        Diagnostic::error(format!("dependency cycle: {}", path.join(" → "))).resource(first).help(help);
     if let Some(field) = field {
         diagnostic = diagnostic.field(field);
     }
@@ -1248,4 +1391,5 @@ fn is_reserved_tag(key: &str) -> bool {
     key.starts_with("imagectl:") || key.starts_with("aws:")
 }
 
-const RESERVED_TAG_HELP: &str = "keys beginning with imagectl: are the ownership tags imagectl writes; aws: keys belong to AWS";
+const RESERVED_TAG_HELP: &str =
+    "keys beginning with imagectl: are the ownership tags imagectl writes; aws: keys belong to AWS";

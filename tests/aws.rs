@@ -4,16 +4,16 @@ mod support;
 
 #[path = "aws/api.rs"]
 mod api;
-#[path = "aws/instance.rs"]
-mod instance;
 #[path = "aws/build.rs"]
 mod build;
 #[path = "aws/cli.rs"]
 mod cli;
-#[path = "aws/pipeline.rs"]
-mod pipeline;
 #[path = "aws/distribution.rs"]
 mod distribution;
+#[path = "aws/instance.rs"]
+mod instance;
+#[path = "aws/pipeline.rs"]
+mod pipeline;
 
 use support::Emulator;
 
@@ -23,16 +23,11 @@ fn emulator_starts_and_resets() {
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(Emulator::start);
         let b = s.spawn(Emulator::start);
-        (
-            a.join().expect("emulator a starts"),
-            b.join().expect("emulator b starts"),
-        )
+        (a.join().expect("emulator a starts"), b.join().expect("emulator b starts"))
     });
     assert_ne!(a.port(), b.port());
     assert_eq!(a.endpoint_url(), format!("http://127.0.0.1:{}", a.port()));
-    assert!(a
-        .env()
-        .contains(&("AWS_ENDPOINT_URL".to_string(), a.endpoint_url())));
+    assert!(a.env().contains(&("AWS_ENDPOINT_URL".to_string(), a.endpoint_url())));
     // Readiness polls go to /moto-api/ and are not AWS requests.
     assert_eq!(a.request_count(), 0);
 
@@ -48,9 +43,6 @@ fn emulator_starts_and_resets() {
     assert_eq!(b.request_count(), 1);
 
     a.reset();
-    assert!(
-        !a.http("GET", "/").1.contains("harness-check"),
-        "reset left the bucket behind"
-    );
+    assert!(!a.http("GET", "/").1.contains("harness-check"), "reset left the bucket behind");
     assert_eq!(a.request_count(), 3);
 }

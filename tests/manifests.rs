@@ -70,7 +70,9 @@ static SUMMARY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d+ errors? in 
 /// errors, and that count is the number of error lines.
 fn check_error_report(stderr: &str) -> Result<(), String> {
     let lines: Vec<&str> = stderr.lines().collect();
-    let Some((summary, diagnostics)) = lines.split_last() else { return Err("stderr is empty".into()) };
+    let Some((summary, diagnostics)) = lines.split_last() else {
+        return Err("stderr is empty".into());
+    };
     if !SUMMARY.is_match(summary) {
         return Err(format!("the last line should count the errors, it is {summary:?}"));
     }
@@ -185,7 +187,12 @@ fn every_example_validates() {
     for dir in stacks {
         let run = run_in(&repo(), &["validate", dir.strip_prefix(repo()).unwrap().to_str().unwrap()]);
         assert_eq!(run.code, Some(0), "{} does not validate:\n{}", dir.display(), run.stderr);
-        assert!(run.stdout.starts_with("Stack ") && run.stdout.contains(" is valid: "), "{}: {:?}", dir.display(), run.stdout);
+        assert!(
+            run.stdout.starts_with("Stack ") && run.stdout.contains(" is valid: "),
+            "{}: {:?}",
+            dir.display(),
+            run.stdout
+        );
         assert_eq!(run.stdout.lines().count(), 1, "valid input prints a one-line summary: {:?}", run.stdout);
         assert!(!run.stderr.contains("error"), "{}:\n{}", dir.display(), run.stderr);
     }
@@ -239,7 +246,13 @@ fn schema_accepts_every_example_document() {
             }
             for document in yaml_documents(&path) {
                 let errors = schema_errors(&validator, &document);
-                assert!(errors.is_empty(), "{}: the schema rejects {}:\n{}", path.display(), document["kind"], errors.join("\n"));
+                assert!(
+                    errors.is_empty(),
+                    "{}: the schema rejects {}:\n{}",
+                    path.display(),
+                    document["kind"],
+                    errors.join("\n")
+                );
                 checked += 1;
             }
         }
@@ -281,7 +294,11 @@ fn every_object_in_the_schema_is_closed() {
     let variants = schema["oneOf"].as_array().expect("the manifest is a oneOf of kinds");
     assert_eq!(variants.len(), 9, "one variant per kind");
     for variant in variants {
-        assert_eq!(variant["properties"]["kind"]["const"].as_str().map(|_| ()), Some(()), "each variant fixes `kind`: {variant}");
+        assert_eq!(
+            variant["properties"]["kind"]["const"].as_str().map(|_| ()),
+            Some(()),
+            "each variant fixes `kind`: {variant}"
+        );
         assert_eq!(variant["additionalProperties"], false, "{variant}");
     }
     assert!(closed.len() >= 25, "only {} closed objects: {closed:?}", closed.len());
@@ -314,7 +331,10 @@ fn schema_rejects_unknown_fields_kinds_and_versions() {
         ("unknown metadata field", with(&bucket, |d| d["metadata"]["namespace"] = "default".into())),
         ("unknown spec field", with(&bucket, |d| d["spec"]["expireAfterDay"] = 90.into())),
         ("unknown nested field", with(&group, |d| d["spec"]["packages"][1]["instaler"] = true.into())),
-        ("unknown field two levels down", with(&image, |d| d["spec"]["baseImage"]["lookup"]["owner"] = "amazon".into())),
+        (
+            "unknown field two levels down",
+            with(&image, |d| d["spec"]["baseImage"]["lookup"]["owner"] = "amazon".into()),
+        ),
         ("unknown kind", with(&bucket, |d| d["kind"] = "Image".into())),
         ("missing kind", with(&bucket, |d| _ = d.as_object_mut().unwrap().remove("kind"))),
         ("unknown apiVersion", with(&bucket, |d| d["apiVersion"] = "imagectl/v2".into())),
@@ -361,7 +381,11 @@ fn schema_agrees_with_the_parser_on_the_corpus() {
     for name in ["dangling-reference", "dependency-cycle", "logs-bucket-other-region", "account-id-not-12-digits"] {
         for document in yaml_documents(&repo().join("tests/corpus/invalid").join(name).join("stack.yaml")) {
             let errors = schema_errors(&validator, &document);
-            assert!(errors.is_empty(), "{name}: a semantic mistake is not the schema's to find:\n{}", errors.join("\n"));
+            assert!(
+                errors.is_empty(),
+                "{name}: a semantic mistake is not the schema's to find:\n{}",
+                errors.join("\n")
+            );
         }
     }
 }
@@ -391,7 +415,9 @@ fn graph_prints_dot() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stdout.starts_with("digraph imagectl {") && run.stdout.trim_end().ends_with('}'), "{}", run.stdout);
     assert!(
-        run.stdout.contains(r#""PrivateImage/web-base" -> "PackageGroup/acme-agent-2-4-linux-r1" [label="spec.packageGroup"];"#),
+        run.stdout.contains(
+            r#""PrivateImage/web-base" -> "PackageGroup/acme-agent-2-4-linux-r1" [label="spec.packageGroup"];"#
+        ),
         "an arrow runs from a resource to what it needs, labelled with the field:\n{}",
         run.stdout
     );
@@ -404,7 +430,11 @@ fn a_cycle_is_reported_with_its_members() {
     for command in ["validate", "graph"] {
         let run = run_in(&dir, &[command, "."]);
         assert_eq!(run.code, Some(1), "{command}: {}", run.stderr);
-        let cycle = run.stderr.lines().find(|l| l.contains("dependency cycle: ")).unwrap_or_else(|| panic!("{command}: {}", run.stderr));
+        let cycle = run
+            .stderr
+            .lines()
+            .find(|l| l.contains("dependency cycle: "))
+            .unwrap_or_else(|| panic!("{command}: {}", run.stderr));
         let ring = cycle.split("dependency cycle: ").nth(1).unwrap();
         let members: Vec<&str> = ring.split(" → ").collect();
         assert_eq!(members.len(), 3, "the ring returns to its start: {ring}");

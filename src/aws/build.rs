@@ -20,14 +20,16 @@ use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image, ImageState,
-    Instance, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification,
-    InstanceType, ResourceType, ShutdownBehavior, TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Image, ImageState, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType,
+    ResourceType, ShutdownBehavior, TagSpecification, VolumeType,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
 
 use super::error::{Absent, Context};
-use super::read::{bucket_region, ec2_filter, ec2_sdk_tags, get_object_with, parse_report, snapshot_ids, LIVE_INSTANCE_STATES};
+use super::read::{
+    bucket_region, ec2_filter, ec2_sdk_tags, get_object_with, parse_report, snapshot_ids, LIVE_INSTANCE_STATES,
+};
 use super::{base64, ec2_client, s3_client, ssm_client, Aws, AwsError};
 use crate::build::{
     judge, script, tags, BuildPlan, BuildState, InstanceJob, InstanceResult, InstanceStatus, JobPackage, Notification,
@@ -108,7 +110,10 @@ impl BuildInstance {
         Some(BuildInstance {
             id: instance.instance_id()?.to_owned(),
             state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default(),
-            launched: instance.launch_time().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or_else(SystemTime::now),
+            launched: instance
+                .launch_time()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or_else(SystemTime::now),
         })
     }
 
@@ -152,7 +157,11 @@ impl<'a> Build<'a> {
         let region = plan.region.as_str();
         // The seeds require the logs bucket in the image's region; ask rather than assume (one request).
         let logs_region = bucket_region(aws, &plan.logs_bucket).await?.ok_or_else(|| {
-            AwsError::new(&operation, Some("NoSuchBucket"), format!("the logs bucket {} does not exist", plan.logs_bucket))
+            AwsError::new(
+                &operation,
+                Some("NoSuchBucket"),
+                format!("the logs bucket {} does not exist", plan.logs_bucket),
+            )
         })?;
         Ok(Build {
             aws,
@@ -167,7 +176,9 @@ impl<'a> Build<'a> {
     }
 
     async fn run(&self, wait: bool) -> Result<(), AwsError> {
-        let Err(failure) = self.phases(wait).await else { return Ok(()) };
+        let Err(failure) = self.phases(wait).await else {
+            return Ok(());
+        };
         publish(self.aws, self.plan, failure.state, &notification_message(&failure.error), None).await;
         // Also on failure: an instance left running costs money and holds a half-installed system.
         if let Err(e) = self.terminate_all().await {
@@ -237,14 +248,16 @@ impl<'a> Build<'a> {
         let mut instances = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.during(format_args!("DescribeInstances build {}", self.plan.build_id))?;
-            instances.extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(BuildInstance::from_sdk));
+            instances
+                .extend(page.reservations().iter().flat_map(|r| r.instances()).filter_map(BuildInstance::from_sdk));
         }
         Ok(instances)
     }
 
     async fn describe_instance(&self, id: &str) -> Result<Option<BuildInstance>, AwsError> {
         let answer = self.ec2.describe_instances().instance_ids(id).send().await;
-        let answer = answer.during(format_args!("DescribeInstances {id}")).absent_on(&["InvalidInstanceID.NotFound"])?;
+        let answer =
+            answer.during(format_args!("DescribeInstances {id}")).absent_on(&["InvalidInstanceID.NotFound"])?;
         Ok(answer.and_then(|a| a.reservations().iter().flat_map(|r| r.instances()).find_map(BuildInstance::from_sdk)))
     }
 
@@ -255,7 +268,10 @@ impl<'a> Build<'a> {
         let mut instance_tags = plan.tags.clone();
         instance_tags.insert(tags::LOGS_BUCKET.to_owned(), plan.logs_bucket.clone());
         let tag_specification = |resource_type| {
-            TagSpecification::builder().resource_type(resource_type).set_tags(Some(ec2_sdk_tags(&instance_tags))).build()
+            TagSpecification::builder()
+                .resource_type(resource_type)
+                .set_tags(Some(ec2_sdk_tags(&instance_tags)))
+                .build()
         };
         let mut request = self
             .ec2
@@ -287,7 +303,9 @@ impl<'a> Build<'a> {
                     .delete_on_termination(true)
                     .build(),
             ),
-            None => request.set_security_group_ids((!plan.security_groups.is_empty()).then(|| plan.security_groups.clone())),
+            None => {
+                request.set_security_group_ids((!plan.security_groups.is_empty()).then(|| plan.security_groups.clone()))
+            }
         };
         if settings.delivery == Delivery::UserData {
             let job = self.job().await?;
@@ -300,7 +318,10 @@ impl<'a> Build<'a> {
             match request.clone().send().await.during(&operation) {
                 Ok(answer) => break answer,
                 Err(e) if profile_not_ready(&e) && elapsed(started) < PROFILE_WINDOW => {
-                    tracing::info!("{operation}: instance profile {} not usable yet, retrying: {e}", plan.instance_profile);
+                    tracing::info!(
+                        "{operation}: instance profile {} not usable yet, retrying: {e}",
+                        plan.instance_profile
+                    );
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(POLL_MAX);
                 }
@@ -326,7 +347,10 @@ impl<'a> Build<'a> {
         let listed = self.ssm.list_commands().instance_id(&instance.id).send().await;
         let listed = listed.during(format_args!("ListCommands {}", instance.id))?;
         if let Some(command) = listed.commands().iter().find(|c| c.comment() == Some(self.plan.build_id.as_str())) {
-            return Ok(command.requested_date_time().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(instance.launched));
+            return Ok(command
+                .requested_date_time()
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or(instance.launched));
         }
         let job = self.job().await?;
         let document = match self.plan.settings.platform {
@@ -351,7 +375,10 @@ impl<'a> Build<'a> {
             let answer = request.clone().send().await.during(format_args!("SendCommand {}", instance.id));
             match answer {
                 Ok(answer) => {
-                    let sent = answer.command().and_then(|c| c.requested_date_time()).and_then(|t| SystemTime::try_from(*t).ok());
+                    let sent = answer
+                        .command()
+                        .and_then(|c| c.requested_date_time())
+                        .and_then(|t| SystemTime::try_from(*t).ok());
                     return Ok(sent.unwrap_or_else(SystemTime::now));
                 }
                 Err(e) if e.has_code("InvalidInstanceId") => {
@@ -380,15 +407,24 @@ impl<'a> Build<'a> {
             self.logs_region.clone()
         } else {
             bucket_region(self.aws, &plan.artifacts_bucket).await?.ok_or_else(|| {
-                AwsError::new(&self.operation, Some("NoSuchBucket"), format!("the artifacts bucket {} does not exist", plan.artifacts_bucket))
+                AwsError::new(
+                    &self.operation,
+                    Some("NoSuchBucket"),
+                    format!("the artifacts bucket {} does not exist", plan.artifacts_bucket),
+                )
             })?
         };
         let artifacts = self.aws.s3(&artifacts_region);
         let mut packages = Vec::new();
         for package in &plan.packages {
             let request = artifacts.get_object().bucket(&plan.artifacts_bucket).key(&package.key);
-            let url = request.presigned(expiry.clone()).await.during(format_args!("presign GetObject {}", package.key))?;
-            packages.push(JobPackage { file_name: package.file_name.clone(), url: url.uri().to_owned(), sha256: package.sha256.clone() });
+            let url =
+                request.presigned(expiry.clone()).await.during(format_args!("presign GetObject {}", package.key))?;
+            packages.push(JobPackage {
+                file_name: package.file_name.clone(),
+                url: url.uri().to_owned(),
+                sha256: package.sha256.clone(),
+            });
         }
         let logs = self.aws.s3(&self.logs_region);
         let put = |key: String| {
@@ -522,7 +558,10 @@ impl<'a> Build<'a> {
             .no_reboot(plan.settings.no_reboot)
             // The image only: snapshot tags follow with CreateTags (the emulator rejects snapshot specifications).
             .tag_specifications(
-                TagSpecification::builder().resource_type(ResourceType::Image).set_tags(Some(ec2_sdk_tags(&plan.tags))).build(),
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Image)
+                    .set_tags(Some(ec2_sdk_tags(&plan.tags)))
+                    .build(),
             )
             .set_block_device_mappings(Some(block_devices(plan, false)).filter(|m| !m.is_empty()));
         let image_id = match request.send().await.during(&operation) {
@@ -556,12 +595,19 @@ impl<'a> Build<'a> {
                     request.send().await.during(format_args!("StopInstances {}", instance.id))?;
                 }
                 "shutting-down" | "terminated" => {
-                    return Err(self.investigating(format!("build instance {} was terminated before its image was captured", instance.id)))
+                    return Err(self.investigating(format!(
+                        "build instance {} was terminated before its image was captured",
+                        instance.id
+                    )))
                 }
                 _ => {} // pending, stopping
             }
             if elapsed(started) > STOP_WINDOW {
-                return Err(self.investigating(format!("build instance {} did not stop within {}", instance.id, minutes(STOP_WINDOW))));
+                return Err(self.investigating(format!(
+                    "build instance {} did not stop within {}",
+                    instance.id,
+                    minutes(STOP_WINDOW)
+                )));
             }
             let current = self.describe_instance(&instance.id).await?;
             state = current.map_or_else(|| "terminated".to_owned(), |i| i.state);
@@ -594,7 +640,8 @@ impl<'a> Build<'a> {
         let mut pause = Duration::from_secs(2);
         loop {
             let answer = self.ec2.describe_images().image_ids(image_id).send().await;
-            let answer = answer.during(format_args!("DescribeImages {image_id}")).absent_on(&["InvalidAMIID.NotFound"])?;
+            let answer =
+                answer.during(format_args!("DescribeImages {image_id}")).absent_on(&["InvalidAMIID.NotFound"])?;
             if let Some(image) = answer.as_ref().and_then(|a| a.images().first()) {
                 match image.state() {
                     Some(ImageState::Available) => return Ok(image.clone()),
@@ -611,7 +658,9 @@ impl<'a> Build<'a> {
                 }
             }
             if elapsed(started) > IMAGE_WINDOW {
-                return Err(self.investigating(format!("image {image_id} was not available within {}", minutes(IMAGE_WINDOW))));
+                return Err(
+                    self.investigating(format!("image {image_id} was not available within {}", minutes(IMAGE_WINDOW)))
+                );
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(POLL_MAX);
@@ -631,7 +680,11 @@ impl<'a> Build<'a> {
         };
         let snapshots = snapshot_ids(&image);
         if !snapshots.is_empty() {
-            let request = self.ec2.create_tags().set_resources(Some(snapshots.clone())).set_tags(Some(ec2_sdk_tags(&self.plan.tags)));
+            let request = self
+                .ec2
+                .create_tags()
+                .set_resources(Some(snapshots.clone()))
+                .set_tags(Some(ec2_sdk_tags(&self.plan.tags)));
             request.send().await.during(format_args!("CreateTags snapshots of {image_id}"))?;
         }
         let terminated = self.terminate_all().await?;
@@ -658,7 +711,11 @@ impl<'a> Build<'a> {
 
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
         let request = self.ec2.terminate_instances().set_instance_ids(Some(ids.to_vec()));
-        request.send().await.during(format_args!("TerminateInstances {}", ids.join(" "))).absent_on(&["InvalidInstanceID.NotFound"])?;
+        request
+            .send()
+            .await
+            .during(format_args!("TerminateInstances {}", ids.join(" ")))
+            .absent_on(&["InvalidInstanceID.NotFound"])?;
         Ok(())
     }
 
@@ -666,10 +723,18 @@ impl<'a> Build<'a> {
     async fn delete_image(&self, image: &Image) -> Result<(), AwsError> {
         let image_id = image.image_id().unwrap_or_default();
         let request = self.ec2.deregister_image().image_id(image_id);
-        request.send().await.during(format_args!("DeregisterImage {image_id}")).absent_on(&["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"])?;
+        request
+            .send()
+            .await
+            .during(format_args!("DeregisterImage {image_id}"))
+            .absent_on(&["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"])?;
         for snapshot in snapshot_ids(image) {
             let request = self.ec2.delete_snapshot().snapshot_id(&snapshot);
-            request.send().await.during(format_args!("DeleteSnapshot {snapshot}")).absent_on(&["InvalidSnapshot.NotFound"])?;
+            request
+                .send()
+                .await
+                .during(format_args!("DeleteSnapshot {snapshot}"))
+                .absent_on(&["InvalidSnapshot.NotFound"])?;
         }
         Ok(())
     }
@@ -698,7 +763,10 @@ impl<'a> Build<'a> {
     }
 
     fn investigating(&self, message: String) -> Failure {
-        Failure { state: BuildState::Investigating, error: AwsError::new(&self.operation, Some("Investigating"), message) }
+        Failure {
+            state: BuildState::Investigating,
+            error: AwsError::new(&self.operation, Some("Investigating"), message),
+        }
     }
 }
 
@@ -737,7 +805,8 @@ async fn assume_role(aws: &Aws, role_arn: &str, build_id: &str) -> Result<SdkCon
             Err(e) => return Err(e),
         }
     }
-    let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name(session).configure(aws.sdk()).build().await;
+    let provider =
+        aws_config::sts::AssumeRoleProvider::builder(role_arn).session_name(session).configure(aws.sdk()).build().await;
     Ok(aws
         .sdk()
         .to_builder()
@@ -748,8 +817,12 @@ async fn assume_role(aws: &Aws, role_arn: &str, build_id: &str) -> Result<SdkCon
 /// Publishes a state change to the build's topic, with the caller's credentials. Notifications are at least once
 /// and best effort: a failed publish is logged, never fails a build.
 async fn publish(aws: &Aws, plan: &BuildPlan, state: BuildState, message: &str, image_id: Option<&str>) {
-    let Some(topic_arn) = &plan.topic_arn else { return };
-    let Some(region) = topic_arn.split(':').nth(3) else { return };
+    let Some(topic_arn) = &plan.topic_arn else {
+        return;
+    };
+    let Some(region) = topic_arn.split(':').nth(3) else {
+        return;
+    };
     let notification = Notification {
         stack: plan.stack.clone(),
         resource: plan.resource.clone(),
@@ -793,7 +866,8 @@ fn block_devices(plan: &BuildPlan, launch: bool) -> Vec<BlockDeviceMapping> {
 fn profile_not_ready(error: &AwsError) -> bool {
     let message = error.message.to_ascii_lowercase();
     error.has_code("NoSuchEntity")
-        || (error.has_code("InvalidParameterValue") && (message.contains("iam instance profile") || message.contains("iaminstanceprofile")))
+        || (error.has_code("InvalidParameterValue")
+            && (message.contains("iam instance profile") || message.contains("iaminstanceprofile")))
 }
 
 /// The build ID as an idempotency token: itself when it fits in 64 characters, else a prefix and a hash.
@@ -808,10 +882,8 @@ fn token(build_id: &str) -> String {
 
 /// A role session name (`[\w+=,.@-]{2,64}`) from the build ID.
 fn session_name(build_id: &str) -> String {
-    let cleaned: String = build_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) { c } else { '-' })
-        .collect();
+    let cleaned: String =
+        build_id.chars().map(|c| if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) { c } else { '-' }).collect();
     token(&format!("imagectl-{cleaned}"))
 }
 
@@ -848,9 +920,21 @@ mod tests {
 
     #[test]
     fn profile_errors_are_recognized() {
-        let aws = AwsError::new("RunInstances", Some("InvalidParameterValue"), "Value (p) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name");
+        let aws = AwsError::new(
+            "RunInstances",
+            Some("InvalidParameterValue"),
+            "Value (p) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+        );
         assert!(profile_not_ready(&aws));
-        assert!(profile_not_ready(&AwsError::new("RunInstances", Some("NoSuchEntity"), "Instance profile p not found")));
-        assert!(!profile_not_ready(&AwsError::new("RunInstances", Some("InvalidParameterValue"), "Invalid value for instanceType")));
+        assert!(profile_not_ready(&AwsError::new(
+            "RunInstances",
+            Some("NoSuchEntity"),
+            "Instance profile p not found"
+        )));
+        assert!(!profile_not_ready(&AwsError::new(
+            "RunInstances",
+            Some("InvalidParameterValue"),
+            "Invalid value for instanceType"
+        )));
     }
 }

@@ -243,13 +243,16 @@ pub fn judge(result: &InstanceResult, log_location: &str) -> (BuildState, String
     }
     match result.exit_code {
         Some(0) => {}
-        Some(code) => return (BuildState::IssuesFound, format!("the installer exited with {code}; log: {log_location}")),
+        Some(code) => {
+            return (BuildState::IssuesFound, format!("the installer exited with {code}; log: {log_location}"))
+        }
         None => return (BuildState::Investigating, format!("the installer did not run; log: {log_location}")),
     }
     match &result.scan {
-        Some(scan) if !scan.passed => {
-            (BuildState::IssuesFound, format!("the scan found {} issue(s): {}", scan.findings.len(), scan.findings.join("; ")))
-        }
+        Some(scan) if !scan.passed => (
+            BuildState::IssuesFound,
+            format!("the scan found {} issue(s): {}", scan.findings.len(), scan.findings.join("; ")),
+        ),
         _ => (BuildState::Scanning, "installed and scanned".to_owned()),
     }
 }
@@ -335,8 +338,14 @@ mod tests {
         assert_eq!(state, BuildState::IssuesFound);
         assert_eq!(message, "the installer exited with 3; log: s3://l/k");
         assert_eq!(judge(&InstanceResult { timed_out: true, ..result(Some(124)) }, "x").0, BuildState::Investigating);
-        assert_eq!(judge(&InstanceResult { reboot_attempted: true, ..result(Some(0)) }, "x").0, BuildState::IssuesFound);
-        let failed_scan = InstanceResult { scan: Some(ScanResult { passed: false, findings: vec!["/root/.bash_history".into()] }), ..result(Some(0)) };
+        assert_eq!(
+            judge(&InstanceResult { reboot_attempted: true, ..result(Some(0)) }, "x").0,
+            BuildState::IssuesFound
+        );
+        let failed_scan = InstanceResult {
+            scan: Some(ScanResult { passed: false, findings: vec!["/root/.bash_history".into()] }),
+            ..result(Some(0))
+        };
         assert_eq!(judge(&failed_scan, "x").0, BuildState::IssuesFound);
     }
 
@@ -358,7 +367,10 @@ mod tests {
         let a = fingerprint(&base, "d1", &settings);
         assert_eq!(a, fingerprint(&base, "d1", &settings));
         assert_ne!(a, fingerprint(&base, "d2", &settings));
-        assert_ne!(a, fingerprint(&base, "d1", &BuildSettings { instance_type: "t3.large".into(), ..settings.clone() }));
+        assert_ne!(
+            a,
+            fingerprint(&base, "d1", &BuildSettings { instance_type: "t3.large".into(), ..settings.clone() })
+        );
         assert_eq!(build_id("web-base", 3, &a).len(), "web-base-r3-".len() + 8);
         assert!(ami_name("web-base", 3, &a).starts_with("web-base-r0003-"));
         assert!(ami_name("web-base", 3, &a).len() - "web-base".len() <= crate::validate::AMI_NAME_SUFFIX_LEN);

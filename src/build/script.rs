@@ -76,7 +76,9 @@ pub fn ssm_commands(job: &InstanceJob) -> Vec<String> {
             commands.push(")".to_owned());
             commands.push("$imagectlPath = Join-Path $env:IMAGECTL_WORK 'build.ps1'".to_owned());
             commands.push("[IO.File]::WriteAllLines($imagectlPath, [string[]]$imagectlScript, (New-Object Text.UTF8Encoding $true))".to_owned());
-            commands.push("& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $imagectlPath".to_owned());
+            commands.push(
+                "& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $imagectlPath".to_owned(),
+            );
             commands.push("exit $LASTEXITCODE".to_owned());
             commands
         }
@@ -1076,7 +1078,11 @@ mod tests {
                     url: url("imagectl/packages/aaaa/install", "GET"),
                     sha256: "a".repeat(64),
                 },
-                JobPackage { file_name: "data file.tar.gz".into(), url: url("imagectl/packages/bbbb/data", "GET"), sha256: "b".repeat(64) },
+                JobPackage {
+                    file_name: "data file.tar.gz".into(),
+                    url: url("imagectl/packages/bbbb/data", "GET"),
+                    sha256: "b".repeat(64),
+                },
             ],
             installer: installer.into(),
             installer_arguments: vec!["--quiet".into(), "--prefix=/opt/it's here".into(), "$HOME".into()],
@@ -1095,12 +1101,8 @@ mod tests {
     }
 
     fn bash_accepts(script: &str) {
-        let mut child = Command::new("bash")
-            .arg("-n")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run bash -n");
+        let mut child =
+            Command::new("bash").arg("-n").stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run bash -n");
         child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "bash -n rejects the script:\n{}", String::from_utf8_lossy(&output.stderr));
@@ -1176,7 +1178,10 @@ mod tests {
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         // (The script's own fallback path was redirected along with the commands'.)
-        assert!(String::from_utf8_lossy(&output.stdout) == script.replace("/var/tmp/imagectl-build", &here), "the script written differs");
+        assert!(
+            String::from_utf8_lossy(&output.stdout) == script.replace("/var/tmp/imagectl-build", &here),
+            "the script written differs"
+        );
     }
 
     #[test]
@@ -1184,7 +1189,12 @@ mod tests {
         let job = job(Platform::Windows);
         let script = render(&job);
         // Every URL, as a PowerShell literal.
-        for url in job.packages.iter().map(|p| &p.url).chain([&job.report.status, &job.report.log, &job.report.scan, &job.report.result]) {
+        for url in job.packages.iter().map(|p| &p.url).chain([
+            &job.report.status,
+            &job.report.log,
+            &job.report.scan,
+            &job.report.result,
+        ]) {
             assert!(script.contains(&ps_quote(url)), "{url} is missing");
         }
         // Standard input closed, a timeout, no window, output redirected.
@@ -1209,7 +1219,9 @@ mod tests {
         }
         assert!(script.contains("$TimeoutSeconds = 1800\n"));
         // The reports' keys are camelCase, as `InstanceResult` deserializes them.
-        for key in ["buildId", "exitCode", "timedOut", "rebootAttempted", "durationSeconds", "error", "scan", "generalized"] {
+        for key in
+            ["buildId", "exitCode", "timedOut", "rebootAttempted", "durationSeconds", "error", "scan", "generalized"]
+        {
             assert!(script.contains(&format!("        {key} ")), "result key {key} is missing");
         }
         // Balanced braces and parentheses outside literals: a cheap guard against a broken edit (no pwsh here).

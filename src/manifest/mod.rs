@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::diagnostics::{Diagnostic, Location};
-use positions::{PositionIndex, Position};
+use positions::{Position, PositionIndex};
 use raw::{Envelope, Manifest};
 
 /// One parsed document and where it came from.
@@ -28,17 +28,8 @@ impl SourceDocument {
 }
 
 /// The kinds, as written in `kind:`.
-pub const KINDS: [&str; 9] = [
-    "Stack",
-    "Role",
-    "InstanceProfile",
-    "Bucket",
-    "Topic",
-    "PackageGroup",
-    "PrivateImage",
-    "ImageCopy",
-    "ImageShare",
-];
+pub const KINDS: [&str; 9] =
+    ["Stack", "Role", "InstanceProfile", "Bucket", "Topic", "PackageGroup", "PrivateImage", "ImageCopy", "ImageShare"];
 
 /// The manifest files under `paths`: files as given, directories searched recursively for *.yaml and *.yml.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Diagnostic> {
@@ -79,7 +70,8 @@ pub fn load(files: &[PathBuf]) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
             Ok(bytes) => bytes,
             Err(e) => {
                 diagnostics.push(
-                    Diagnostic::error(format!("cannot read the file: {e}")).at(Location { file: file.clone(), position: None }),
+                    Diagnostic::error(format!("cannot read the file: {e}"))
+                        .at(Location { file: file.clone(), position: None }),
                 );
                 continue;
             }
@@ -93,9 +85,12 @@ pub fn load(files: &[PathBuf]) -> (Vec<SourceDocument>, Vec<Diagnostic>) {
                 let line = valid.matches('\n').count() + 1;
                 let column = valid.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
                 diagnostics.push(
-                    Diagnostic::error(format!("the file is not UTF-8 text: byte 0x{:02x} is not valid UTF-8", bytes[e.valid_up_to()]))
-                        .at(Location { file: file.clone(), position: Some(Position { line, column }) })
-                        .help("save the file as UTF-8; manifests are YAML, which is read as UTF-8"),
+                    Diagnostic::error(format!(
+                        "the file is not UTF-8 text: byte 0x{:02x} is not valid UTF-8",
+                        bytes[e.valid_up_to()]
+                    ))
+                    .at(Location { file: file.clone(), position: Some(Position { line, column }) })
+                    .help("save the file as UTF-8; manifests are YAML, which is read as UTF-8"),
                 );
             }
         }
@@ -135,13 +130,16 @@ pub fn parse_file(file: &Path, text: &str, documents: &mut Vec<SourceDocument>, 
 fn syntax_message(message: &str, file: &Path) -> String {
     static MARK: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r" at line (\d+) column (\d+)").expect("static pattern"));
-    let Some(first) = MARK.find(message) else { return message.to_owned() };
+    let Some(first) = MARK.find(message) else {
+        return message.to_owned();
+    };
     let problem = &message[..first.start()];
     let rest = message[first.end()..].trim_start_matches(',').trim();
     if rest.is_empty() {
         return problem.to_owned();
     }
-    let context = MARK.replace_all(rest, |c: &regex::Captures<'_>| format!(" that begins at {}:{}:{}", file.display(), &c[1], &c[2]));
+    let context = MARK
+        .replace_all(rest, |c: &regex::Captures<'_>| format!(" that begins at {}:{}:{}", file.display(), &c[1], &c[2]));
     format!("{problem} ({context})")
 }
 
@@ -173,8 +171,10 @@ fn parse_document(mut value: Value, document: &Place<'_>) -> Result<Option<Manif
         }
     })?;
     let Value::Mapping(mut mapping) = value else {
-        return Err(Diagnostic::error("a manifest document must be a mapping with apiVersion, kind, metadata and spec")
-            .at(document.locate("")));
+        return Err(Diagnostic::error(
+            "a manifest document must be a mapping with apiVersion, kind, metadata and spec",
+        )
+        .at(document.locate("")));
     };
     let kind = match mapping.remove("kind") {
         Some(Value::String(kind)) => kind,
@@ -209,7 +209,7 @@ fn parse_document(mut value: Value, document: &Place<'_>) -> Result<Option<Manif
             return Err(Diagnostic::error(format!("unknown kind `{other}`"))
                 .at(document.locate("kind"))
                 .field("kind")
-                .help(help))
+                .help(help));
         }
     };
     Ok(Some(manifest))

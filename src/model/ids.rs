@@ -120,8 +120,10 @@ static ORGANIZATION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^arn:(aws|aws-cn|aws-us-gov):organizations::[0-9]{12}:organization/o-[a-z0-9]{4,32}$").unwrap()
 });
 static OU: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^arn:(aws|aws-cn|aws-us-gov):organizations::[0-9]{12}:ou/o-[a-z0-9]{4,32}/ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
-        .unwrap()
+    Regex::new(
+        r"^arn:(aws|aws-cn|aws-us-gov):organizations::[0-9]{12}:ou/o-[a-z0-9]{4,32}/ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$",
+    )
+    .unwrap()
 });
 static AMI_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9()\[\] ./'@_-]+$").unwrap());
 
@@ -146,7 +148,8 @@ pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
         .iter()
         .map(|c| {
             let candidate = c.to_ascii_lowercase();
-            let distance = if lower.len() >= 4 && candidate.contains(&lower) { 1 } else { edit_distance(&lower, &candidate) };
+            let distance =
+                if lower.len() >= 4 && candidate.contains(&lower) { 1 } else { edit_distance(&lower, &candidate) };
             (distance, *c)
         })
         .filter(|(distance, _)| *distance <= 2)

@@ -37,7 +37,14 @@ impl Planner<'_> {
                 Decision::Delete(live) => {
                     let force = declared.is_some_and(|(b, _)| b.force_destroy);
                     match self.delete_bucket_steps(&id, live, force) {
-                        Some(steps) => Change { resource: id.clone(), action: Action::Delete, reason: None, fields: Vec::new(), steps, after: Vec::new() },
+                        Some(steps) => Change {
+                            resource: id.clone(),
+                            action: Action::Delete,
+                            reason: None,
+                            fields: Vec::new(),
+                            steps,
+                            after: Vec::new(),
+                        },
                         None => continue,
                     }
                 }
@@ -77,7 +84,10 @@ impl Planner<'_> {
             let replacement = self.create_bucket(id, bucket);
             steps.extend(replacement.steps);
             let mut fields = replacement.fields;
-            fields[0] = FieldChange { forces_replacement: true, ..FieldChange::new("region", Some(json!(live.region)), Some(json!(bucket.region))) };
+            fields[0] = FieldChange {
+                forces_replacement: true,
+                ..FieldChange::new("region", Some(json!(live.region)), Some(json!(bucket.region)))
+            };
             return Some(Change {
                 resource: id.clone(),
                 action: Action::Replace,
@@ -111,7 +121,10 @@ impl Planner<'_> {
         let has_objects = live.has_objects.unwrap_or(true);
         if has_objects && !force {
             let why = if live.has_objects.is_some() { "it still holds objects" } else { "its contents were not read" };
-            self.note(id, format!("not deleted: {why}; set `forceDestroy: true` to delete the bucket with its objects"));
+            self.note(
+                id,
+                format!("not deleted: {why}; set `forceDestroy: true` to delete the bucket with its objects"),
+            );
             return None;
         }
         let mut steps = Vec::new();
@@ -130,18 +143,34 @@ fn settings_changes(bucket: &Bucket, live: &BucketSettings) -> (Vec<FieldChange>
     let mut fields = Vec::new();
     let mut steps = Vec::new();
     if live.block_public_access != bucket.block_public_access {
-        fields.push(FieldChange::new("blockPublicAccess", Some(json!(live.block_public_access)), Some(json!(bucket.block_public_access))));
-        steps.push(Step::SetPublicAccessBlock { name: name.clone(), region: region.clone(), block: bucket.block_public_access });
+        fields.push(FieldChange::new(
+            "blockPublicAccess",
+            Some(json!(live.block_public_access)),
+            Some(json!(bucket.block_public_access)),
+        ));
+        steps.push(Step::SetPublicAccessBlock {
+            name: name.clone(),
+            region: region.clone(),
+            block: bucket.block_public_access,
+        });
     }
     if live.encryption.as_ref() != Some(&bucket.encryption) {
         // No default encryption is no value, not a JSON null to diff the new configuration against.
         let before = live.encryption.as_ref().map(|e| json!(e));
         fields.push(FieldChange::new("encryption", before, Some(json!(bucket.encryption))));
-        steps.push(Step::PutBucketEncryption { name: name.clone(), region: region.clone(), encryption: bucket.encryption.clone() });
+        steps.push(Step::PutBucketEncryption {
+            name: name.clone(),
+            region: region.clone(),
+            encryption: bucket.encryption.clone(),
+        });
     }
     if live.versioning != bucket.versioning {
         fields.push(FieldChange::new("versioning", Some(json!(live.versioning)), Some(json!(bucket.versioning))));
-        steps.push(Step::PutBucketVersioning { name: name.clone(), region: region.clone(), enabled: bucket.versioning });
+        steps.push(Step::PutBucketVersioning {
+            name: name.clone(),
+            region: region.clone(),
+            enabled: bucket.versioning,
+        });
     }
     // Rules imagectl did not write are replaced too: the manifest is the whole lifecycle configuration.
     if live.expire_after_days != bucket.expire_after_days || live.other_lifecycle_rules > 0 {

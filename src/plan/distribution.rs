@@ -59,7 +59,9 @@ impl<'a> Planner<'a> {
         self.live
             .images
             .iter()
-            .filter(|i| i.tags.get(RESOURCE_TAG) == Some(&resource) && matches!(i.state.as_str(), "available" | "pending"))
+            .filter(|i| {
+                i.tags.get(RESOURCE_TAG) == Some(&resource) && matches!(i.state.as_str(), "available" | "pending")
+            })
             .collect()
     }
 
@@ -78,10 +80,20 @@ impl<'a> Planner<'a> {
             let live_copies = self.copies_of(copy);
             for (region, settings) in &copy.regions {
                 let change_id = ResourceId::new(Kind::ImageCopy, format!("{}/{region}", copy.name));
-                let existing = live_copies.iter().find(|i| &i.region == region && i.tags.get(tags::SOURCE) == Some(&source.source_key));
-                let mut desired = self.desired_tags(&ResourceId::new(Kind::ImageCopy, &copy.name), &copy.tags, copy.lifecycle);
+                let existing = live_copies
+                    .iter()
+                    .find(|i| &i.region == region && i.tags.get(tags::SOURCE) == Some(&source.source_key));
+                let mut desired =
+                    self.desired_tags(&ResourceId::new(Kind::ImageCopy, &copy.name), &copy.tags, copy.lifecycle);
                 desired.insert(tags::SOURCE.to_owned(), source.source_key.clone());
-                desired.insert(tags::SOURCE_IMAGE.to_owned(), format!("{}:{}", source.region, source.image_id.clone().unwrap_or_else(|| source.source_key.clone())));
+                desired.insert(
+                    tags::SOURCE_IMAGE.to_owned(),
+                    format!(
+                        "{}:{}",
+                        source.region,
+                        source.image_id.clone().unwrap_or_else(|| source.source_key.clone())
+                    ),
+                );
                 desired.insert(tags::REVISION.to_owned(), source.revision.to_string());
                 if let Some(existing) = existing {
                     self.live_digests.insert(change_id.clone(), Some(crate::live::digest(existing)));
@@ -93,17 +105,30 @@ impl<'a> Planner<'a> {
                         vec![Step::TagImage { image_id: existing.id.clone(), region: region.clone(), tags: set }]
                     };
                     let fields = super::tags_field(&desired, &existing.tags).into_iter().collect();
-                    self.push(Change { resource: change_id, action: Action::Update, reason: None, fields, steps, after: Vec::new() });
+                    self.push(Change {
+                        resource: change_id,
+                        action: Action::Update,
+                        reason: None,
+                        fields,
+                        steps,
+                        after: Vec::new(),
+                    });
                     continue;
                 }
                 self.live_digests.insert(change_id.clone(), None);
                 let previous = live_copies.iter().filter(|i| &i.region == region).max_by_key(|i| revision_of(&i.tags));
                 let name = settings.name.clone().unwrap_or_else(|| source.name.clone());
-                let token = hex::encode(&Sha256::digest(format!("{}|{}|{region}", copy.name, source.source_key).as_bytes())[..16]);
+                let token = hex::encode(
+                    &Sha256::digest(format!("{}|{}|{region}", copy.name, source.source_key).as_bytes())[..16],
+                );
                 let (action, reason) = match previous {
                     Some(old) => (
                         Action::Replace,
-                        Some(format!("the source image changed ({} → {})", old.tags.get(tags::SOURCE).cloned().unwrap_or_default(), source.source_key)),
+                        Some(format!(
+                            "the source image changed ({} → {})",
+                            old.tags.get(tags::SOURCE).cloned().unwrap_or_default(),
+                            source.source_key
+                        )),
                     ),
                     None => (Action::Create, None),
                 };
@@ -112,7 +137,11 @@ impl<'a> Planner<'a> {
                     action,
                     reason,
                     fields: vec![
-                        FieldChange::new("source", previous.map(|p| json!(p.tags.get(tags::SOURCE_IMAGE))), Some(json!(format!("{} in {}", source.image, source.region)))),
+                        FieldChange::new(
+                            "source",
+                            previous.map(|p| json!(p.tags.get(tags::SOURCE_IMAGE))),
+                            Some(json!(format!("{} in {}", source.image, source.region))),
+                        ),
                         FieldChange::new("name", None, Some(json!(name))),
                         FieldChange::new("encrypted", None, Some(json!(settings.encrypted))),
                     ],
@@ -145,7 +174,11 @@ impl<'a> Planner<'a> {
                     fields: images.iter().map(|i| FieldChange::new("image", Some(json!(i.id)), None)).collect(),
                     steps: images
                         .iter()
-                        .map(|i| Step::DeregisterImage { image_id: i.id.clone(), region: region.clone(), snapshot_ids: i.snapshot_ids.clone() })
+                        .map(|i| Step::DeregisterImage {
+                            image_id: i.id.clone(),
+                            region: region.clone(),
+                            snapshot_ids: i.snapshot_ids.clone(),
+                        })
                         .collect(),
                     after: Vec::new(),
                 });
@@ -164,13 +197,18 @@ impl<'a> Planner<'a> {
             default_key: delivered.kms_key_id.is_none(),
         }];
         for copy_id in copies {
-            let Some(Resource::ImageCopy(copy)) = self.model.resources.get(copy_id) else { continue };
+            let Some(Resource::ImageCopy(copy)) = self.model.resources.get(copy_id) else {
+                continue;
+            };
             if &copy.source != source {
                 continue;
             }
             let live_copies = self.copies_of(copy);
             for (region, settings) in &copy.regions {
-                let existing = live_copies.iter().find(|i| &i.region == region && i.tags.get(tags::SOURCE) == Some(&delivered.source_key)).copied();
+                let existing = live_copies
+                    .iter()
+                    .find(|i| &i.region == region && i.tags.get(tags::SOURCE) == Some(&delivered.source_key))
+                    .copied();
                 out.push(Target {
                     region: region.clone(),
                     image: match existing {
@@ -216,29 +254,55 @@ impl<'a> Planner<'a> {
             let mut steps = Vec::new();
             let mut digests = Vec::new();
             for target in self.targets(&share.image, &delivered, &share.copies) {
-                let live = target.live.and_then(|i| self.live.launch_permissions.get(&i.id)).cloned().unwrap_or_default();
+                let live =
+                    target.live.and_then(|i| self.live.launch_permissions.get(&i.id)).cloned().unwrap_or_default();
                 digests.push(crate::live::digest(&live));
                 let add = desired.minus(&live);
                 let remove = if share.additive { LaunchPermissions::default() } else { live.minus(&desired) };
                 let label = format!("{} {}", target.region, target.image);
                 if !add.is_empty() || !remove.is_empty() {
-                    fields.push(FieldChange::new(format!("launchPermissions[{label}]"), Some(permission_list(&live)), Some(permission_list(&live.minus(&remove).union(&add)))));
-                    steps.push(Step::SetLaunchPermissions { image: target.image.clone(), region: target.region.clone(), add, remove });
+                    fields.push(FieldChange::new(
+                        format!("launchPermissions[{label}]"),
+                        Some(permission_list(&live)),
+                        Some(permission_list(&live.minus(&remove).union(&add))),
+                    ));
+                    steps.push(Step::SetLaunchPermissions {
+                        image: target.image.clone(),
+                        region: target.region.clone(),
+                        add,
+                        remove,
+                    });
                 }
                 if share.share_snapshots {
                     let shared: BTreeSet<String> = target
                         .live
                         .map(|i| {
-                            let mut sets = i.snapshot_ids.iter().map(|s| self.live.snapshot_permissions.get(s).cloned().unwrap_or_default());
+                            let mut sets = i
+                                .snapshot_ids
+                                .iter()
+                                .map(|s| self.live.snapshot_permissions.get(s).cloned().unwrap_or_default());
                             let first = sets.next().unwrap_or_default();
                             sets.fold(first, |acc, s| acc.intersection(&s).cloned().collect())
                         })
                         .unwrap_or_default();
                     let add: Vec<String> = desired.accounts.difference(&shared).cloned().collect();
-                    let remove: Vec<String> = if share.additive { Vec::new() } else { shared.difference(&desired.accounts).cloned().collect() };
+                    let remove: Vec<String> = if share.additive {
+                        Vec::new()
+                    } else {
+                        shared.difference(&desired.accounts).cloned().collect()
+                    };
                     if !add.is_empty() || !remove.is_empty() {
-                        fields.push(FieldChange::new(format!("snapshotPermissions[{label}]"), Some(json!(shared)), Some(json!(desired.accounts))));
-                        steps.push(Step::SetSnapshotPermissions { image: target.image.clone(), region: target.region.clone(), add, remove });
+                        fields.push(FieldChange::new(
+                            format!("snapshotPermissions[{label}]"),
+                            Some(json!(shared)),
+                            Some(json!(desired.accounts)),
+                        ));
+                        steps.push(Step::SetSnapshotPermissions {
+                            image: target.image.clone(),
+                            region: target.region.clone(),
+                            add,
+                            remove,
+                        });
                     }
                 }
                 if target.encrypted && target.default_key && !desired.accounts.is_empty() {
@@ -260,8 +324,12 @@ impl<'a> Planner<'a> {
             Resource::PrivateImage(i) => Some(i),
             _ => None,
         }) {
-            let Some(parameter) = &image.publish_parameter else { continue };
-            let Some(delivered) = self.delivered.get(id).cloned() else { continue };
+            let Some(parameter) = &image.publish_parameter else {
+                continue;
+            };
+            let Some(delivered) = self.delivered.get(id).cloned() else {
+                continue;
+            };
             let source = ImageSource::Stack(id.clone());
             let copies: Vec<ResourceId> = self
                 .model
@@ -282,13 +350,27 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                 }
-                fields.push(FieldChange::new(format!("{parameter}[{}]", target.region), live.map(|v| json!(v)), Some(json!(target.image.to_string()))));
-                steps.push(Step::PutImageParameter { name: parameter.clone(), region: target.region.clone(), image: target.image.clone() });
+                fields.push(FieldChange::new(
+                    format!("{parameter}[{}]", target.region),
+                    live.map(|v| json!(v)),
+                    Some(json!(target.image.to_string())),
+                ));
+                steps.push(Step::PutImageParameter {
+                    name: parameter.clone(),
+                    region: target.region.clone(),
+                    image: target.image.clone(),
+                });
             }
             self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&current)));
             let mut after: Vec<ResourceId> = self.source_change(&source).into_iter().collect();
             after.extend(self.copy_changes_of(&source));
-            after.extend(self.model.resources.iter().filter(|(_, r)| matches!(r, Resource::ImageShare(s) if s.image == source)).map(|(s, _)| s.clone()));
+            after.extend(
+                self.model
+                    .resources
+                    .iter()
+                    .filter(|(_, r)| matches!(r, Resource::ImageShare(s) if s.image == source))
+                    .map(|(s, _)| s.clone()),
+            );
             let action = if current.values().all(Option::is_none) { Action::Create } else { Action::Update };
             self.push(Change { resource: change_id, action, reason: None, fields, steps, after });
         }
@@ -316,7 +398,9 @@ impl<'a> Planner<'a> {
         }
         let mut by_resource: BTreeMap<ResourceId, Vec<&'a LiveImage>> = BTreeMap::new();
         for image in self.live.images.iter().filter(|i| crate::live::owned_by(&i.tags, self.stack())) {
-            let Some(owner) = image.tags.get(RESOURCE_TAG).and_then(|r| ResourceId::parse(r).ok()) else { continue };
+            let Some(owner) = image.tags.get(RESOURCE_TAG).and_then(|r| ResourceId::parse(r).ok()) else {
+                continue;
+            };
             if destroying || !self.model.resources.contains_key(&owner) {
                 by_resource.entry(owner).or_default().push(image);
             }
@@ -340,12 +424,27 @@ impl<'a> Planner<'a> {
                     self.note(&owner, format!("keeps {} in {}: it is in use by {why}", image.id, image.region));
                     continue;
                 }
-                fields.push(FieldChange::new(format!("image[{} {}]", image.region, image.id), Some(json!(image.name)), None));
-                steps.push(Step::DeregisterImage { image_id: image.id.clone(), region: image.region.clone(), snapshot_ids: image.snapshot_ids.clone() });
+                fields.push(FieldChange::new(
+                    format!("image[{} {}]", image.region, image.id),
+                    Some(json!(image.name)),
+                    None,
+                ));
+                steps.push(Step::DeregisterImage {
+                    image_id: image.id.clone(),
+                    region: image.region.clone(),
+                    snapshot_ids: image.snapshot_ids.clone(),
+                });
             }
             let change_id = ResourceId::new(owner.kind, format!("{}/images", owner.name));
             self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&fields)));
-            self.push(Change { resource: change_id, action: Action::Delete, reason: None, fields, steps, after: Vec::new() });
+            self.push(Change {
+                resource: change_id,
+                action: Action::Delete,
+                reason: None,
+                fields,
+                steps,
+                after: Vec::new(),
+            });
         }
     }
 
@@ -370,39 +469,82 @@ impl<'a> Planner<'a> {
                 if let (Some(days), None) = (image.retention.deprecate_after_days, &old.deprecation_time) {
                     if let Some(at) = add_days(&old.creation_date, days) {
                         fields.push(FieldChange::new(format!("deprecation[{}]", old.id), None, Some(json!(at))));
-                        steps.push(Step::EnableImageDeprecation { image_id: old.id.clone(), region: old.region.clone(), deprecate_at: at });
+                        steps.push(Step::EnableImageDeprecation {
+                            image_id: old.id.clone(),
+                            region: old.region.clone(),
+                            deprecate_at: at,
+                        });
                     }
                 }
                 if image.retention.deregistration_protection && !old.deregistration_protection {
-                    fields.push(FieldChange::new(format!("deregistrationProtection[{}]", old.id), Some(json!(false)), Some(json!(true))));
-                    steps.push(Step::EnableDeregistrationProtection { image_id: old.id.clone(), region: old.region.clone() });
+                    fields.push(FieldChange::new(
+                        format!("deregistrationProtection[{}]", old.id),
+                        Some(json!(false)),
+                        Some(json!(true)),
+                    ));
+                    steps.push(Step::EnableDeregistrationProtection {
+                        image_id: old.id.clone(),
+                        region: old.region.clone(),
+                    });
                 }
                 continue;
             }
             if let Some(why) = self.live.images_in_use.get(&old.id) {
-                self.note(id, format!("keeps {} beyond retention ({} kept): it is in use by {why}", old.id, image.retention.keep));
+                self.note(
+                    id,
+                    format!("keeps {} beyond retention ({} kept): it is in use by {why}", old.id, image.retention.keep),
+                );
                 continue;
             }
             if old.deregistration_protection {
-                self.note(id, format!("keeps {} beyond retention: deregistration protection is on; turn it off to let it go", old.id));
+                self.note(
+                    id,
+                    format!(
+                        "keeps {} beyond retention: deregistration protection is on; turn it off to let it go",
+                        old.id
+                    ),
+                );
                 continue;
             }
             let source_key = old.tags.get(tags::BUILD_ID).cloned().unwrap_or_else(|| old.id.clone());
-            let copies: Vec<&LiveImage> = self.live.images.iter().filter(|i| i.tags.get(tags::SOURCE) == Some(&source_key)).collect();
-            if let Some((copy, why)) = copies.iter().find_map(|c| self.live.images_in_use.get(&c.id).map(|why| (c, why))) {
-                self.note(id, format!("keeps {} beyond retention: its copy {} in {} is in use by {why}", old.id, copy.id, copy.region));
+            let copies: Vec<&LiveImage> =
+                self.live.images.iter().filter(|i| i.tags.get(tags::SOURCE) == Some(&source_key)).collect();
+            if let Some((copy, why)) =
+                copies.iter().find_map(|c| self.live.images_in_use.get(&c.id).map(|why| (c, why)))
+            {
+                self.note(
+                    id,
+                    format!(
+                        "keeps {} beyond retention: its copy {} in {} is in use by {why}",
+                        old.id, copy.id, copy.region
+                    ),
+                );
                 continue;
             }
             for doomed in std::iter::once(*old).chain(copies) {
-                fields.push(FieldChange::new(format!("image[{} {}]", doomed.region, doomed.id), Some(json!(doomed.name)), None));
-                steps.push(Step::DeregisterImage { image_id: doomed.id.clone(), region: doomed.region.clone(), snapshot_ids: doomed.snapshot_ids.clone() });
+                fields.push(FieldChange::new(
+                    format!("image[{} {}]", doomed.region, doomed.id),
+                    Some(json!(doomed.name)),
+                    None,
+                ));
+                steps.push(Step::DeregisterImage {
+                    image_id: doomed.id.clone(),
+                    region: doomed.region.clone(),
+                    snapshot_ids: doomed.snapshot_ids.clone(),
+                });
             }
         }
         let publish = ResourceId::new(Kind::PrivateImage, format!("{}/publish", image.name));
         let source = ImageSource::Stack(id.clone());
         let mut after: Vec<ResourceId> = vec![publish, id.clone()];
         after.extend(self.copy_changes_of(&source));
-        after.extend(self.model.resources.iter().filter(|(_, r)| matches!(r, Resource::ImageShare(s) if s.image == source)).map(|(s, _)| s.clone()));
+        after.extend(
+            self.model
+                .resources
+                .iter()
+                .filter(|(_, r)| matches!(r, Resource::ImageShare(s) if s.image == source))
+                .map(|(s, _)| s.clone()),
+        );
         self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&images)));
         let reason = (!steps.is_empty()).then(|| format!("retention keeps the newest {}", image.retention.keep));
         self.push(Change { resource: change_id, action: Action::Update, reason, fields, steps, after });
@@ -420,7 +562,8 @@ fn permissions_of(share: &ImageShare) -> LaunchPermissions {
 
 /// Permissions as one list for display: accounts, organization and OU ARNs, and `public`.
 fn permission_list(p: &LaunchPermissions) -> Value {
-    let mut items: Vec<String> = p.accounts.iter().chain(&p.organizations).chain(&p.organizational_units).cloned().collect();
+    let mut items: Vec<String> =
+        p.accounts.iter().chain(&p.organizations).chain(&p.organizational_units).cloned().collect();
     if p.public {
         items.push("public".to_owned());
     }

@@ -70,7 +70,11 @@ impl Planner<'_> {
         }];
         for (name, document) in &role.inline_policies {
             fields.push(FieldChange::new(format!("inlinePolicies.{name}"), None, Some(normalize(document))));
-            steps.push(Step::PutRolePolicy { role: role.name.clone(), policy: name.clone(), document: document.to_string() });
+            steps.push(Step::PutRolePolicy {
+                role: role.name.clone(),
+                policy: name.clone(),
+                document: document.to_string(),
+            });
         }
         if !role.managed_policies.is_empty() {
             fields.push(FieldChange::new("managedPolicies", None, Some(json!(role.managed_policies))));
@@ -108,7 +112,8 @@ impl Planner<'_> {
             ));
             steps.push(Step::UpdateTrustPolicy { role: name.clone(), document: role.trust_policy.to_string() });
         }
-        let description_changed = role.description.as_deref().unwrap_or("") != live.description.as_deref().unwrap_or("");
+        let description_changed =
+            role.description.as_deref().unwrap_or("") != live.description.as_deref().unwrap_or("");
         let duration_changed = role.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION)
             != live.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION);
         if description_changed {
@@ -126,15 +131,24 @@ impl Planner<'_> {
             steps.push(Step::UpdateRole {
                 role: name.clone(),
                 description: description_changed.then(|| role.description.clone().unwrap_or_default()),
-                max_session_duration: duration_changed.then(|| role.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION)),
+                max_session_duration: duration_changed
+                    .then(|| role.max_session_duration.unwrap_or(DEFAULT_MAX_SESSION)),
             });
         }
         for (policy, document) in &role.inline_policies {
             match live.inline_policies.get(policy) {
                 Some(current) if equivalent(document, current) => {}
                 current => {
-                    fields.push(FieldChange::new(format!("inlinePolicies.{policy}"), current.map(normalize), Some(normalize(document))));
-                    steps.push(Step::PutRolePolicy { role: name.clone(), policy: policy.clone(), document: document.to_string() });
+                    fields.push(FieldChange::new(
+                        format!("inlinePolicies.{policy}"),
+                        current.map(normalize),
+                        Some(normalize(document)),
+                    ));
+                    steps.push(Step::PutRolePolicy {
+                        role: name.clone(),
+                        policy: policy.clone(),
+                        document: document.to_string(),
+                    });
                 }
             }
         }
@@ -174,7 +188,11 @@ impl Planner<'_> {
             .keys()
             .map(|policy| Step::DeleteRolePolicy { role: role.clone(), policy: policy.clone() })
             .collect();
-        steps.extend(live.managed_policies.iter().map(|arn| Step::DetachRolePolicy { role: role.clone(), policy_arn: arn.clone() }));
+        steps.extend(
+            live.managed_policies
+                .iter()
+                .map(|arn| Step::DetachRolePolicy { role: role.clone(), policy_arn: arn.clone() }),
+        );
         steps.extend(
             self.live
                 .instance_profiles
@@ -262,7 +280,10 @@ impl Planner<'_> {
             let mut steps = delete_profile_steps(live);
             steps.extend(replacement.steps);
             let mut fields = replacement.fields;
-            fields[0] = FieldChange { forces_replacement: true, ..FieldChange::new("path", Some(json!(live.path)), Some(json!(profile.path))) };
+            fields[0] = FieldChange {
+                forces_replacement: true,
+                ..FieldChange::new("path", Some(json!(live.path)), Some(json!(profile.path)))
+            };
             return Change {
                 resource: id.clone(),
                 action: Action::Replace,
@@ -278,7 +299,11 @@ impl Planner<'_> {
         let holds = live.roles.contains(&role) && !replaced_roles.contains(&role);
         if !holds || live.roles.len() > 1 {
             // A replaced role left the profile when it was deleted: the profile takes it back, from nothing.
-            let before: Value = if holds || !live.roles.contains(&role) { live.roles.first().map(|r| json!(r)).unwrap_or(Value::Null) } else { Value::Null };
+            let before: Value = if holds || !live.roles.contains(&role) {
+                live.roles.first().map(|r| json!(r)).unwrap_or(Value::Null)
+            } else {
+                Value::Null
+            };
             fields.push(FieldChange::new("role", Some(before), Some(json!(role))));
             for other in live.roles.iter().filter(|r| **r != role) {
                 steps.push(Step::RemoveRoleFromInstanceProfile { profile: profile.name.clone(), role: other.clone() });

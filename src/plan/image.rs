@@ -163,24 +163,19 @@ impl<'a> Planner<'a> {
             generalize: true,
             no_reboot: false,
             block_devices: Vec::new(),
-            retention: crate::model::Retention { keep: 1, deprecate_after_days: None, deregistration_protection: false },
+            retention: crate::model::Retention {
+                keep: 1,
+                deprecate_after_days: None,
+                deregistration_protection: false,
+            },
             publish_parameter: None,
             tags: group.tags.clone(),
             lifecycle: group.lifecycle,
         };
-        let Some(ami) = self.resolve_base(id, &image, group.platform) else { return };
-        let settings = BuildSettings {
-            platform: group.platform,
-            instance_type: image.instance_type.clone(),
-            delivery: image.delivery,
-            installer_arguments: group.installer_arguments.clone(),
-            timeout_minutes: group.timeout_minutes,
-            scan_command: None,
-            builtin_scan: true,
-            generalize: true,
-            no_reboot: false,
-            block_devices: Vec::new(),
+        let Some(ami) = self.resolve_base(id, &image, group.platform) else {
+            return;
         };
+        let settings = build_settings(group, &image);
         // The operating system is part of the identity: two systems may share a base image.
         let fingerprint = build::fingerprint(&ami, &format!("{}:{os}", group.content_digest), &settings);
         let resource = id.to_string();
@@ -190,7 +185,10 @@ impl<'a> Planner<'a> {
             .live
             .build_instances
             .iter()
-            .filter(|i| i.tags.get(tags::FINGERPRINT) == Some(&fingerprint) && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource))
+            .filter(|i| {
+                i.tags.get(tags::FINGERPRINT) == Some(&fingerprint)
+                    && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource)
+            })
             .find_map(|i| Some((i.tags.get(tags::BUILD_ID)?.clone(), revision_of(&i.tags))));
         let finished = self.last_finished_build(&build_name, &fingerprint, &logs_bucket);
         self.live_digests.insert(change_id.clone(), Some(crate::live::digest(&(&in_progress, &finished))));
@@ -207,14 +205,22 @@ impl<'a> Planner<'a> {
                 _ => {}
             }
         }
-        let revision = in_progress.as_ref().map(|(_, r)| *r).unwrap_or_else(|| self.next_revision(&resource, &build_name, &history));
-        let build_id = in_progress.as_ref().map(|(b, _)| b.clone()).unwrap_or_else(|| build::build_id(&build_name, revision, &fingerprint));
+        let revision = in_progress
+            .as_ref()
+            .map(|(_, r)| *r)
+            .unwrap_or_else(|| self.next_revision(&resource, &build_name, &history));
+        let build_id = in_progress
+            .as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_else(|| build::build_id(&build_name, revision, &fingerprint));
         let mut plan = self.build_plan(id, &image, group, &ami, settings, &fingerprint, revision, &build_id);
         plan.keep_image = false;
         plan.tags.insert(tags::OPERATING_SYSTEM.to_owned(), os.to_owned());
         let reason = in_progress.as_ref().map(|(b, _)| format!("resumes test build {b}, in progress"));
         let mut after = vec![id.clone()];
-        after.extend(self.model.resources.get(id).map(|r| r.dependencies().into_iter().map(|d| d.on)).into_iter().flatten());
+        after.extend(
+            self.model.resources.get(id).map(|r| r.dependencies().into_iter().map(|d| d.on)).into_iter().flatten(),
+        );
         self.push(Change {
             resource: change_id,
             action: Action::Create,
@@ -237,7 +243,12 @@ impl<'a> Planner<'a> {
         };
         let region = match self.model.resources.get(&ResourceId::new(Kind::Bucket, &name)) {
             Some(Resource::Bucket(b)) => b.region.clone(),
-            _ => self.live.buckets.get(&name).map(|b| b.region.clone()).unwrap_or_else(|| self.model.stack.region.clone()),
+            _ => self
+                .live
+                .buckets
+                .get(&name)
+                .map(|b| b.region.clone())
+                .unwrap_or_else(|| self.model.stack.region.clone()),
         };
         (name, region)
     }
@@ -274,25 +285,22 @@ impl<'a> Planner<'a> {
             .live
             .images
             .iter()
-            .filter(|i| i.region == image.region && i.state == "available" && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource))
+            .filter(|i| {
+                i.region == image.region
+                    && i.state == "available"
+                    && i.tags.get(crate::live::RESOURCE_TAG) == Some(&resource)
+            })
             .max_by_key(|i| revision_of(&i.tags))
         {
             self.delivered.insert(id.clone(), Delivered::existing(newest));
         }
-        let Some(Resource::PackageGroup(group)) = self.model.resources.get(&image.package_group) else { return };
-        let Some(base) = self.resolve_base(id, image, group.platform) else { return };
-        let settings = BuildSettings {
-            platform: group.platform,
-            instance_type: image.instance_type.clone(),
-            delivery: image.delivery,
-            installer_arguments: group.installer_arguments.clone(),
-            timeout_minutes: group.timeout_minutes,
-            scan_command: image.scan.command.clone(),
-            builtin_scan: image.scan.builtin,
-            generalize: image.generalize,
-            no_reboot: image.no_reboot,
-            block_devices: image.block_devices.clone(),
+        let Some(Resource::PackageGroup(group)) = self.model.resources.get(&image.package_group) else {
+            return;
         };
+        let Some(base) = self.resolve_base(id, image, group.platform) else {
+            return;
+        };
+        let settings = build_settings(group, image);
         let fingerprint = build::fingerprint(&base, &group.content_digest, &settings);
         let mut history = History {
             images: self
@@ -317,7 +325,10 @@ impl<'a> Planner<'a> {
             return;
         }
         if let Some(base_id) = self.base_being_rebuilt(image) {
-            self.note(id, format!("waits for its base {base_id} to be rebuilt; the next apply builds it on the new base"));
+            self.note(
+                id,
+                format!("waits for its base {base_id} to be rebuilt; the next apply builds it on the new base"),
+            );
             return;
         }
         let in_progress = self.build_in_progress(&resource, &fingerprint, &history);
@@ -339,11 +350,17 @@ impl<'a> Planner<'a> {
             Some((_, revision)) => *revision,
             None => self.next_revision(&resource, &image.name, &history),
         };
-        let build_id = in_progress.as_ref().map(|(b, _)| b.clone()).unwrap_or_else(|| build::build_id(&image.name, revision, &fingerprint));
+        let build_id = in_progress
+            .as_ref()
+            .map(|(b, _)| b.clone())
+            .unwrap_or_else(|| build::build_id(&image.name, revision, &fingerprint));
         let plan = self.build_plan(id, image, group, &base, settings, &fingerprint, revision, &build_id);
         let newest = history.images.iter().find(|i| i.state == "available").copied();
         let (action, reason) = match (&in_progress, newest) {
-            (Some(_), _) => (if newest.is_some() { Action::Replace } else { Action::Create }, Some(format!("resumes build {build_id}, in progress"))),
+            (Some(_), _) => (
+                if newest.is_some() { Action::Replace } else { Action::Create },
+                Some(format!("resumes build {build_id}, in progress")),
+            ),
             (None, None) => (Action::Create, None),
             (None, Some(previous)) => (Action::Replace, Some(rebuild_reason(previous, &plan))),
         };
@@ -351,7 +368,10 @@ impl<'a> Planner<'a> {
             // The newest image's base only when it changed: an unchanged base is no change to show.
             FieldChange::new(
                 "baseImage",
-                newest.and_then(|n| n.tags.get(tags::BASE_IMAGE)).filter(|b| b.as_str() != base.as_str()).map(|b| json!(b)),
+                newest
+                    .and_then(|n| n.tags.get(tags::BASE_IMAGE))
+                    .filter(|b| b.as_str() != base.as_str())
+                    .map(|b| json!(b)),
                 Some(json!(base)),
             ),
             FieldChange::new("imageName", None, Some(json!(plan.ami_name))),
@@ -405,7 +425,10 @@ impl<'a> Planner<'a> {
             return match self.current_image_of(base_id) {
                 Some(ami) => Some(ami),
                 None => {
-                    self.note(id, format!("waits for its base {base_id}, which has no image yet; the next apply builds it"));
+                    self.note(
+                        id,
+                        format!("waits for its base {base_id}, which has no image yet; the next apply builds it"),
+                    );
                     None
                 }
             };
@@ -413,11 +436,15 @@ impl<'a> Planner<'a> {
         let query = BaseImageQuery::for_image(image)?;
         let Some(found) = self.live.base_images.get(&query.key()) else {
             let what = match &query {
-                BaseImageQuery::Id { id, region } => format!("image {id} does not exist in {region} (or is not shared with this account)"),
+                BaseImageQuery::Id { id, region } => {
+                    format!("image {id} does not exist in {region} (or is not shared with this account)")
+                }
                 BaseImageQuery::Lookup { owners, name, region, .. } => {
                     format!("no image of {} named like `{name}` in {region}", owners.join(", "))
                 }
-                BaseImageQuery::Parameter { name, region } => format!("SSM parameter {name} does not exist in {region} or does not hold an AMI ID"),
+                BaseImageQuery::Parameter { name, region } => {
+                    format!("SSM parameter {name} does not exist in {region} or does not hold an AMI ID")
+                }
             };
             self.refuse(id, "spec.baseImage", what, "check the base image; it must exist in the image's region".into());
             return None;
@@ -427,17 +454,34 @@ impl<'a> Planner<'a> {
             self.refuse(
                 id,
                 "spec.baseImage",
-                format!("base image {} is a {} image, but the package group is for {platform:?}", found.id, if is_windows { "Windows" } else { "Linux" }),
+                format!(
+                    "base image {} is a {} image, but the package group is for {platform:?}",
+                    found.id,
+                    if is_windows { "Windows" } else { "Linux" }
+                ),
                 "choose a base image of the package group's platform".into(),
             );
             return None;
         }
         if found.root_device_type != "ebs" {
-            self.refuse(id, "spec.baseImage", format!("base image {} is {}-backed; only EBS-backed images can be captured", found.id, found.root_device_type), "choose an EBS-backed base image".into());
+            self.refuse(
+                id,
+                "spec.baseImage",
+                format!(
+                    "base image {} is {}-backed; only EBS-backed images can be captured",
+                    found.id, found.root_device_type
+                ),
+                "choose an EBS-backed base image".into(),
+            );
             return None;
         }
         if found.state != "available" {
-            self.refuse(id, "spec.baseImage", format!("base image {} is {}, not available", found.id, found.state), "wait for it or choose another".into());
+            self.refuse(
+                id,
+                "spec.baseImage",
+                format!("base image {} is {}, not available", found.id, found.state),
+                "wait for it or choose another".into(),
+            );
             return None;
         }
         Some(found.id.clone())
@@ -455,25 +499,35 @@ impl<'a> Planner<'a> {
     }
 
     fn base_being_rebuilt(&self, image: &PrivateImage) -> Option<ResourceId> {
-        let BaseImage::Image(base) = &image.base_image else { return None };
-        self.changes.iter().any(|c| &c.resource == base && matches!(c.action, Action::Create | Action::Replace)).then(|| base.clone())
+        let BaseImage::Image(base) = &image.base_image else {
+            return None;
+        };
+        self.changes
+            .iter()
+            .any(|c| &c.resource == base && matches!(c.action, Action::Create | Action::Replace))
+            .then(|| base.clone())
     }
 
     /// A build of this fingerprint still running (an instance) or being captured (a pending image).
     fn build_in_progress(&self, resource: &str, fingerprint: &str, history: &History<'_>) -> Option<(String, u32)> {
-        let ours = |t: &Tags| t.get(crate::live::RESOURCE_TAG).map(String::as_str) == Some(resource) && t.get(tags::FINGERPRINT).map(String::as_str) == Some(fingerprint);
+        let ours = |t: &Tags| {
+            t.get(crate::live::RESOURCE_TAG).map(String::as_str) == Some(resource)
+                && t.get(tags::FINGERPRINT).map(String::as_str) == Some(fingerprint)
+        };
         let from_tags = |t: &Tags| Some((t.get(tags::BUILD_ID)?.clone(), revision_of(t)));
-        self.live
-            .build_instances
-            .iter()
-            .filter(|i| ours(&i.tags))
-            .find_map(|i| from_tags(&i.tags))
-            .or_else(|| history.images.iter().filter(|i| i.state == "pending" && ours(&i.tags)).find_map(|i| from_tags(&i.tags)))
+        self.live.build_instances.iter().filter(|i| ours(&i.tags)).find_map(|i| from_tags(&i.tags)).or_else(|| {
+            history.images.iter().filter(|i| i.state == "pending" && ours(&i.tags)).find_map(|i| from_tags(&i.tags))
+        })
     }
 
     /// The verdict of the newest finished build of this name and fingerprint that left no image, with the log's
     /// S3 location (what the user reads first to know what to change). `Scanning` means it passed.
-    fn last_finished_build(&self, build_name: &str, fingerprint: &str, logs_bucket: &str) -> Option<(String, BuildState, String)> {
+    fn last_finished_build(
+        &self,
+        build_name: &str,
+        fingerprint: &str,
+        logs_bucket: &str,
+    ) -> Option<(String, BuildState, String)> {
         let prefix = format!("{build_name}-r");
         let suffix = format!("-{}", &fingerprint[..8]);
         self.live
@@ -494,7 +548,11 @@ impl<'a> Planner<'a> {
     /// One more than any revision seen: images, running builds and finished build reports.
     fn next_revision(&self, resource: &str, build_name: &str, history: &History<'_>) -> u32 {
         let prefix = format!("{build_name}-r");
-        let from_reports = self.live.build_reports.keys().filter_map(|b| b.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok());
+        let from_reports = self
+            .live
+            .build_reports
+            .keys()
+            .filter_map(|b| b.strip_prefix(&prefix)?.split('-').next()?.parse::<u32>().ok());
         let from_instances = self
             .live
             .build_instances
@@ -502,7 +560,8 @@ impl<'a> Planner<'a> {
             .filter(|i| i.tags.get(crate::live::RESOURCE_TAG).map(String::as_str) == Some(resource))
             .filter(|i| i.tags.get(tags::BUILD_ID).is_some_and(|b| b.starts_with(&prefix)))
             .map(|i| revision_of(&i.tags));
-        history.images.iter().map(|i| revision_of(&i.tags)).chain(from_instances).chain(from_reports).max().unwrap_or(0) + 1
+        history.images.iter().map(|i| revision_of(&i.tags)).chain(from_instances).chain(from_reports).max().unwrap_or(0)
+            + 1
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -578,7 +637,11 @@ impl<'a> Planner<'a> {
             packages: group
                 .packages
                 .iter()
-                .map(|p| BuildPackage { file_name: p.file_name.clone(), key: build::package_key(&p.sha256, &p.file_name), sha256: p.sha256.clone() })
+                .map(|p| BuildPackage {
+                    file_name: p.file_name.clone(),
+                    key: build::package_key(&p.sha256, &p.file_name),
+                    sha256: p.sha256.clone(),
+                })
                 .collect(),
             installer: group.installer().file_name.clone(),
             logs_bucket,
@@ -609,10 +672,34 @@ impl<'a> Planner<'a> {
         }
         let description = image.description.clone().unwrap_or_default();
         if live.description.clone().unwrap_or_default() != description {
-            fields.push(FieldChange::new("description", live.description.as_ref().map(|d| json!(d)), Some(json!(description))));
-            steps.push(Step::SetImageDescription { image_id: live.id.clone(), region: live.region.clone(), description });
+            fields.push(FieldChange::new(
+                "description",
+                live.description.as_ref().map(|d| json!(d)),
+                Some(json!(description)),
+            ));
+            steps.push(Step::SetImageDescription {
+                image_id: live.id.clone(),
+                region: live.region.clone(),
+                description,
+            });
         }
         Change { resource: id.clone(), action: Action::Update, reason: None, fields, steps, after: Vec::new() }
+    }
+}
+
+/// Every setting of a build of `group` as `image` describes it: what the fingerprint covers.
+fn build_settings(group: &PackageGroup, image: &PrivateImage) -> BuildSettings {
+    BuildSettings {
+        platform: group.platform,
+        instance_type: image.instance_type.clone(),
+        delivery: image.delivery,
+        installer_arguments: group.installer_arguments.clone(),
+        timeout_minutes: group.timeout_minutes,
+        scan_command: image.scan.command.clone(),
+        builtin_scan: image.scan.builtin,
+        generalize: image.generalize,
+        no_reboot: image.no_reboot,
+        block_devices: image.block_devices.clone(),
     }
 }
 

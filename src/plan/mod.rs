@@ -4,8 +4,8 @@
 //! for. Resources are matched to live objects by their AWS name; ownership is proven by the `imagectl:stack` tag.
 
 mod bucket;
-mod iam;
 mod distribution;
+mod iam;
 mod image;
 pub mod policy;
 pub mod render;
@@ -349,7 +349,12 @@ impl<'a> Planner<'a> {
 
     /// The declared resources of one kind that are in scope, picked by `pick`.
     fn resources_of<T>(&self, pick: impl Fn(&'a Resource) -> Option<&'a T>) -> Vec<(&'a ResourceId, &'a T)> {
-        self.model.resources.iter().filter_map(|(id, r)| pick(r).map(|t| (id, t))).filter(|(id, _)| self.in_scope(id)).collect()
+        self.model
+            .resources
+            .iter()
+            .filter_map(|(id, r)| pick(r).map(|t| (id, t)))
+            .filter(|(id, _)| self.in_scope(id))
+            .collect()
     }
 
     /// The model's resource of this id, if it is declared.
@@ -387,7 +392,9 @@ impl<'a> Planner<'a> {
                 (Some((l, _)), Some(Ownership::Untagged)) if lifecycle.adopt => Decision::Converge(desired, l),
                 (Some(_), owner) => {
                     let whose = match &owner {
-                        Some(Ownership::OtherStack(other)) => format!("it belongs to imagectl stack `{other}`"),
+                        Some(Ownership::OtherStack(other)) => {
+                            format!("it belongs to imagectl stack `{other}`")
+                        }
                         _ => "it has no imagectl:stack tag".to_owned(),
                     };
                     let help = if matches!(owner, Some(Ownership::Untagged)) {
@@ -397,7 +404,10 @@ impl<'a> Planner<'a> {
                     };
                     self.conflicts.push(Note {
                         resource: id.clone(),
-                        message: format!("a {} named `{}` already exists and {whose}; imagectl leaves it untouched{help}", id.kind, id.name),
+                        message: format!(
+                            "a {} named `{}` already exists and {whose}; imagectl leaves it untouched{help}",
+                            id.kind, id.name
+                        ),
                     });
                     Decision::Skip
                 }
@@ -412,7 +422,8 @@ impl<'a> Planner<'a> {
                     }
                     return Decision::Skip;
                 }
-                let retained = declared.map(|(_, lc)| lc.deletion_policy == DeletionPolicy::Retain)
+                let retained = declared
+                    .map(|(_, lc)| lc.deletion_policy == DeletionPolicy::Retain)
                     .unwrap_or_else(|| tags.get(RETAIN_TAG).is_some_and(|v| v == "true"));
                 if retained {
                     self.note(id, "deletionPolicy: retain: not deleted");
@@ -443,13 +454,17 @@ impl<'a> Planner<'a> {
 
     /// Creates and updates wait for their dependencies' changes; deletes wait for their dependents' deletes.
     fn link_dependencies(&mut self, graph: &DependencyGraph) {
-        let planned: BTreeMap<ResourceId, Action> = self.changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+        let planned: BTreeMap<ResourceId, Action> =
+            self.changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
         for change in &mut self.changes {
             let mut after: BTreeSet<ResourceId> = change.after.iter().cloned().collect();
             if change.action != Action::Delete {
-                after.extend(graph.dependencies(&change.resource).into_iter().filter(|d| {
-                    planned.get(d).is_some_and(|a| *a != Action::Delete)
-                }));
+                after.extend(
+                    graph
+                        .dependencies(&change.resource)
+                        .into_iter()
+                        .filter(|d| planned.get(d).is_some_and(|a| *a != Action::Delete)),
+                );
             }
             if change.action == Action::Delete && change.resource.kind == Kind::Role {
                 // Reverse order: a profile that held the role goes first.
@@ -472,8 +487,10 @@ impl<'a> Planner<'a> {
 
 /// Tag differences as (keys to set with values, keys to remove).
 fn tag_changes(desired: &Tags, live: &Tags) -> (Tags, Vec<String>) {
-    let set: Tags = desired.iter().filter(|(k, v)| live.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let remove: Vec<String> = live.keys().filter(|k| !desired.contains_key(*k) && !k.starts_with("aws:")).cloned().collect();
+    let set: Tags =
+        desired.iter().filter(|(k, v)| live.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let remove: Vec<String> =
+        live.keys().filter(|k| !desired.contains_key(*k) && !k.starts_with("aws:")).cloned().collect();
     (set, remove)
 }
 
@@ -482,7 +499,8 @@ fn tags_field(desired: &Tags, live: &Tags) -> Option<FieldChange> {
     if set.is_empty() && remove.is_empty() {
         return None;
     }
-    let before: Tags = live.iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let before: Tags =
+        live.iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.clone(), v.clone())).collect();
     Some(FieldChange::new("tags", Some(serde_json::to_value(before).ok()?), Some(serde_json::to_value(desired).ok()?)))
 }
 

@@ -3,7 +3,8 @@
 use serde_json::{Map, Value};
 
 /// Keys whose values IAM treats as unordered sets, where one value and a one-element list mean the same.
-const SET_KEYS: [&str; 8] = ["Action", "NotAction", "Resource", "NotResource", "AWS", "Service", "Federated", "CanonicalUser"];
+const SET_KEYS: [&str; 8] =
+    ["Action", "NotAction", "Resource", "NotResource", "AWS", "Service", "Federated", "CanonicalUser"];
 
 /// A canonical form: statements as a list, set-like values sorted and deduplicated with single values unwrapped,
 /// scalars as strings (IAM returns `true` as `"true"`), object keys sorted.

@@ -30,7 +30,13 @@ impl Palette {
     }
 
     pub fn plain() -> Self {
-        Palette { create: Style::new(), update: Style::new(), delete: Style::new(), bold: Style::new(), dim: Style::new() }
+        Palette {
+            create: Style::new(),
+            update: Style::new(),
+            delete: Style::new(),
+            bold: Style::new(),
+            dim: Style::new(),
+        }
     }
 
     /// Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org).
@@ -82,7 +88,8 @@ pub fn text(plan: &Plan, palette: &Palette) -> String {
     if !plan.conflicts.is_empty() {
         let _ = writeln!(out, "{}", palette.paint(palette.bold, "Conflicts (left untouched):"));
         for conflict in &plan.conflicts {
-            let _ = writeln!(out, "  {} {}: {}", palette.paint(palette.delete, "!"), conflict.resource, conflict.message);
+            let _ =
+                writeln!(out, "  {} {}: {}", palette.paint(palette.delete, "!"), conflict.resource, conflict.message);
         }
         out.push('\n');
     }
@@ -113,12 +120,19 @@ pub fn summary_line(plan: &Plan) -> String {
 fn render_change(out: &mut String, change: &Change, palette: &Palette) {
     let style = style_of(palette, change.action);
     let what = match change.action {
-        Action::Create => change.reason.as_ref().map_or_else(|| "will be created".to_owned(), |r| format!("will be created: {r}")),
+        Action::Create => {
+            change.reason.as_ref().map_or_else(|| "will be created".to_owned(), |r| format!("will be created: {r}"))
+        }
         Action::Update => "will be updated in place".to_owned(),
         Action::Replace => format!("must be replaced: {}", change.reason.as_deref().unwrap_or("")),
         Action::Delete => "will be deleted".to_owned(),
     };
-    let _ = writeln!(out, "{:>3} {} {what}", palette.paint(style, symbol(change.action)), palette.paint(palette.bold, &change.resource.to_string()));
+    let _ = writeln!(
+        out,
+        "{:>3} {} {what}",
+        palette.paint(style, symbol(change.action)),
+        palette.paint(palette.bold, &change.resource.to_string())
+    );
     let width = change.fields.iter().map(|f| f.field.len()).max().unwrap_or(0);
     for field in &change.fields {
         render_field(out, field, width, change.action, palette);
@@ -147,7 +161,8 @@ fn render_field(out: &mut String, field: &FieldChange, width: usize, action: Act
         _ => ("~", palette.update),
     };
     let name = format!("{:<width$}", field.field);
-    let forces = if field.forces_replacement { palette.paint(palette.delete, "  # forces replacement") } else { String::new() };
+    let forces =
+        if field.forces_replacement { palette.paint(palette.delete, "  # forces replacement") } else { String::new() };
     match (&field.before, &field.after) {
         (Some(Value::Array(before)), Some(Value::Array(after))) if all_scalars(before) && all_scalars(after) => {
             // Sets (policy ARNs, subscriptions): list what leaves and what arrives, not the whole list twice.
@@ -164,7 +179,13 @@ fn render_field(out: &mut String, field: &FieldChange, width: usize, action: Act
             render_document_diff(out, before, after, palette);
         }
         (Some(before), Some(after)) => {
-            let _ = writeln!(out, "{indent}{} {name} = {} -> {}{forces}", palette.paint(style, sign), scalar(before), scalar(after));
+            let _ = writeln!(
+                out,
+                "{indent}{} {name} = {} -> {}{forces}",
+                palette.paint(style, sign),
+                scalar(before),
+                scalar(after)
+            );
         }
         (None, Some(value)) | (Some(value), None) => {
             let rendered = if is_document(value) { indented_json(value, indent.len() + 4) } else { scalar(value) };
@@ -196,7 +217,12 @@ fn scalar(value: &Value) -> String {
 fn indented_json(value: &Value, indent: usize) -> String {
     let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
     let pad = " ".repeat(indent);
-    pretty.lines().enumerate().map(|(i, l)| if i == 0 { l.to_owned() } else { format!("{pad}{l}") }).collect::<Vec<_>>().join("\n")
+    pretty
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { l.to_owned() } else { format!("{pad}{l}") })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A unified diff of two documents' pretty JSON, with two lines of context.

@@ -159,7 +159,9 @@ fn an_empty_account_gets_only_creates_in_dependency_order() {
         region: Region::parse("us-east-1").unwrap(),
         block: true
     }));
-    let Step::Subscribe { topic_arn, .. } = &plan.changes[3].steps[1] else { panic!("topic subscribes after creation") };
+    let Step::Subscribe { topic_arn, .. } = &plan.changes[3].steps[1] else {
+        panic!("topic subscribes after creation")
+    };
     assert_eq!(topic_arn, "arn:aws:sns:us-east-1:123456789012:events");
     insta::assert_snapshot!("create_text", render::text(&plan, &Palette::plain()));
 }
@@ -195,7 +197,10 @@ fn drift_made_outside_imagectl_is_planned_back() {
     role.tags.insert("owner".into(), "someone".into());
     live.buckets.get_mut("golden-logs").unwrap().settings.as_mut().unwrap().block_public_access = false;
     let plan = make(&model(STACK), &live, PlanOptions::default());
-    assert_eq!(actions(&plan), vec![("Role/build".into(), Action::Update), ("Bucket/golden-logs".into(), Action::Update)]);
+    assert_eq!(
+        actions(&plan),
+        vec![("Role/build".into(), Action::Update), ("Bucket/golden-logs".into(), Action::Update)]
+    );
     assert!(plan.changes[0].steps.contains(&Step::DetachRolePolicy {
         role: "build".into(),
         policy_arn: "arn:aws:iam::aws:policy/AdministratorAccess".into()
@@ -228,7 +233,9 @@ fn a_same_named_resource_the_stack_does_not_own_is_a_conflict_left_untouched() {
     let adopted = STACK.replace("metadata: {name: golden-logs}", "metadata: {name: golden-logs, adopt: true}");
     let plan = make(&model(&adopted), &live, PlanOptions::default());
     assert!(plan.conflicts.is_empty());
-    assert!(matches!(&plan.changes[0].steps[..], [Step::PutBucketTagging { tags, .. }] if tags.contains_key("imagectl:stack")));
+    assert!(
+        matches!(&plan.changes[0].steps[..], [Step::PutBucketTagging { tags, .. }] if tags.contains_key("imagectl:stack"))
+    );
 }
 
 #[test]
@@ -243,7 +250,10 @@ fn removed_resources_are_deleted_only_with_prune_and_in_reverse_order() {
     assert_eq!(actions(&plan), vec![]);
     assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
     let plan = make(&model, &converged(), PlanOptions { prune: true, ..PlanOptions::default() });
-    assert_eq!(actions(&plan), vec![("InstanceProfile/build".into(), Action::Delete), ("Role/build".into(), Action::Delete)]);
+    assert_eq!(
+        actions(&plan),
+        vec![("InstanceProfile/build".into(), Action::Delete), ("Role/build".into(), Action::Delete)]
+    );
     assert_eq!(plan.changes[1].after, vec![ResourceId::new(Kind::InstanceProfile, "build")]);
     let role_steps: Vec<String> = plan.changes[1].steps.iter().map(Step::describe).collect();
     assert_eq!(role_steps.last().unwrap(), "delete role build");
@@ -253,10 +263,16 @@ fn removed_resources_are_deleted_only_with_prune_and_in_reverse_order() {
 fn destroy_deletes_what_the_stack_owns_except_retained_and_non_empty_buckets() {
     let retained = STACK.replace("metadata: {name: events}", "metadata: {name: events, deletionPolicy: retain}");
     let plan = make(&model(&retained), &converged(), PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
-    assert_eq!(actions(&plan), vec![("InstanceProfile/build".into(), Action::Delete), ("Role/build".into(), Action::Delete)]);
+    assert_eq!(
+        actions(&plan),
+        vec![("InstanceProfile/build".into(), Action::Delete), ("Role/build".into(), Action::Delete)]
+    );
     let notes: Vec<String> = plan.notes.iter().map(|n| format!("{}: {}", n.resource, n.message)).collect();
     assert!(notes.iter().any(|n| n.starts_with("Topic/events: deletionPolicy: retain")), "{notes:?}");
-    assert!(notes.iter().any(|n| n.starts_with("Bucket/golden-logs: not deleted: it still holds objects")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.starts_with("Bucket/golden-logs: not deleted: it still holds objects")),
+        "{notes:?}"
+    );
     let forced = STACK.replace("spec: {expireAfterDays: 90}", "spec: {expireAfterDays: 90, forceDestroy: true}");
     let plan = make(&model(&forced), &converged(), PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
     let bucket = plan.changes.iter().find(|c| c.resource.kind == Kind::Bucket).expect("bucket deleted");
@@ -265,20 +281,32 @@ fn destroy_deletes_what_the_stack_owns_except_retained_and_non_empty_buckets() {
 
 #[test]
 fn a_path_change_replaces_the_role_and_the_profile_takes_it_back() {
-    let moved = STACK.replace("  assumedBy: [ec2.amazonaws.com]", "  path: /imagectl/\n  assumedBy: [ec2.amazonaws.com]");
+    let moved =
+        STACK.replace("  assumedBy: [ec2.amazonaws.com]", "  path: /imagectl/\n  assumedBy: [ec2.amazonaws.com]");
     let plan = make(&model(&moved), &converged(), PlanOptions::default());
-    assert_eq!(actions(&plan), vec![("Role/build".into(), Action::Replace), ("InstanceProfile/build".into(), Action::Update)]);
+    assert_eq!(
+        actions(&plan),
+        vec![("Role/build".into(), Action::Replace), ("InstanceProfile/build".into(), Action::Update)]
+    );
     assert_eq!(plan.changes[0].reason.as_deref(), Some("path forces replacement (/ → /imagectl/)"));
     assert!(plan.changes[0].fields.iter().any(|f| f.field == "path" && f.forces_replacement));
-    assert!(plan.changes[1].steps.contains(&Step::AddRoleToInstanceProfile { profile: "build".into(), role: "build".into() }));
+    assert!(plan.changes[1]
+        .steps
+        .contains(&Step::AddRoleToInstanceProfile { profile: "build".into(), role: "build".into() }));
     assert_eq!(plan.changes[1].after, vec![ResourceId::new(Kind::Role, "build")]);
 }
 
 #[test]
 fn targets_plan_a_resource_with_what_it_depends_on() {
-    let options = PlanOptions { targets: BTreeSet::from([ResourceId::new(Kind::InstanceProfile, "build")]), ..PlanOptions::default() };
+    let options = PlanOptions {
+        targets: BTreeSet::from([ResourceId::new(Kind::InstanceProfile, "build")]),
+        ..PlanOptions::default()
+    };
     let plan = make(&model(STACK), &empty_account(), options);
-    assert_eq!(actions(&plan), vec![("Role/build".into(), Action::Create), ("InstanceProfile/build".into(), Action::Create)]);
+    assert_eq!(
+        actions(&plan),
+        vec![("Role/build".into(), Action::Create), ("InstanceProfile/build".into(), Action::Create)]
+    );
 }
 
 #[test]
@@ -289,7 +317,10 @@ fn a_missing_external_reference_is_a_plan_error_naming_the_field() {
     let error = plan(&model(&external), &live, &PlanOptions::default(), &[]).unwrap_err();
     let message = error.diagnostics[0].to_string();
     assert!(message.starts_with("stack.yaml:"), "{message}");
-    assert!(message.contains("InstanceProfile/build: spec.role: `arn:aws:iam::123456789012:role/elsewhere` does not exist"), "{message}");
+    assert!(
+        message.contains("InstanceProfile/build: spec.role: `arn:aws:iam::123456789012:role/elsewhere` does not exist"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -377,7 +408,8 @@ fn image_model(text: &str) -> Model {
 }
 
 fn base_query(model: &Model) -> crate::live::BaseImageQuery {
-    let Some(Resource::PrivateImage(image)) = model.resources.get(&ResourceId::new(Kind::PrivateImage, "web-base")) else {
+    let Some(Resource::PrivateImage(image)) = model.resources.get(&ResourceId::new(Kind::PrivateImage, "web-base"))
+    else {
         panic!("web-base is in the stack")
     };
     crate::live::BaseImageQuery::for_image(image).expect("a lookup")
@@ -428,7 +460,9 @@ fn image_built_by(plan: &crate::build::BuildPlan, id: &str) -> crate::live::Live
 }
 
 fn bound(model: &Model, live: &mut LiveState) {
-    let Some(Resource::PackageGroup(group)) = model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1")) else {
+    let Some(Resource::PackageGroup(group)) =
+        model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1"))
+    else {
         panic!("group")
     };
     live.package_groups.insert(
@@ -450,7 +484,10 @@ fn a_new_image_uploads_its_packages_binds_the_group_and_builds_after_its_depende
     let model = image_model(IMAGE_STACK);
     let plan = make(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None), PlanOptions::default());
     let group = plan.changes.iter().find(|c| c.resource.kind == Kind::PackageGroup).expect("group planned");
-    assert!(matches!(&group.steps[..], [Step::UploadPackage { .. }, Step::UploadPackage { .. }, Step::BindPackageGroup { .. }]));
+    assert!(matches!(
+        &group.steps[..],
+        [Step::UploadPackage { .. }, Step::UploadPackage { .. }, Step::BindPackageGroup { .. }]
+    ));
     let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).expect("image planned");
     assert_eq!(image.action, Action::Create);
     for needed in ["PackageGroup/acme-agent-r1", "InstanceProfile/build", "Role/automation", "Bucket/golden-logs"] {
@@ -474,12 +511,18 @@ fn an_image_of_the_same_fingerprint_is_a_no_op_and_tags_change_in_place() {
     live.images.push(image_built_by(build_of(&first), "ami-0bbbbbbbbbbbbbbbb"));
     bound(&model, &mut live);
     let plan = make(&model, &live, PlanOptions::default());
-    assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage && c.resource.kind != Kind::PackageGroup), "{:?}", actions(&plan));
+    assert!(
+        plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage && c.resource.kind != Kind::PackageGroup),
+        "{:?}",
+        actions(&plan)
+    );
     let retagged = image_model(&IMAGE_STACK.replace("tags: {tier: web}", "tags: {tier: frontend}"));
     let plan = make(&retagged, &live, PlanOptions::default());
     let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).expect("tags update");
     assert_eq!(image.action, Action::Update);
-    assert!(matches!(&image.steps[..], [Step::TagImage { tags, .. }] if tags.get("tier").map(String::as_str) == Some("frontend")));
+    assert!(
+        matches!(&image.steps[..], [Step::TagImage { tags, .. }] if tags.get("tier").map(String::as_str) == Some("frontend"))
+    );
 }
 
 #[test]
@@ -496,9 +539,11 @@ fn a_new_base_image_or_setting_plans_a_replacement_with_the_reason() {
     assert_eq!(image.action, Action::Replace);
     assert_eq!(image.reason.as_deref(), Some("base image changed ami-0aaaaaaaaaaaaaaaa → ami-0cccccccccccccccc"));
     assert_eq!(build_of(&plan).revision, 2);
-    let base_field = |change: &Change| change.fields.iter().find(|f| f.field == "baseImage").cloned().expect("baseImage shown");
+    let base_field =
+        |change: &Change| change.fields.iter().find(|f| f.field == "baseImage").cloned().expect("baseImage shown");
     assert_eq!(base_field(image).before, Some(json!("ami-0aaaaaaaaaaaaaaaa")));
-    let larger = image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  instanceType: t3.large"));
+    let larger =
+        image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  instanceType: t3.large"));
     let plan = make(&larger, &live, PlanOptions::default());
     let image = plan.changes.iter().find(|c| c.resource.kind == Kind::PrivateImage).unwrap();
     assert_eq!(image.reason.as_deref(), Some("instanceType changed t3.medium → t3.large"));
@@ -543,7 +588,10 @@ fn a_build_in_progress_is_resumed_not_duplicated() {
 
 #[test]
 fn a_build_started_without_waiting_is_not_published_before_it_is_captured() {
-    let model = image_model(&IMAGE_STACK.replace("  imageName: web-base", "  imageName: web-base\n  publish: {parameter: /golden/web-base}"));
+    let model = image_model(
+        &IMAGE_STACK
+            .replace("  imageName: web-base", "  imageName: web-base\n  publish: {parameter: /golden/web-base}"),
+    );
     let live = with_base(&model, "ami-0aaaaaaaaaaaaaaaa", None);
     let waiting = make(&model, &live, PlanOptions::default());
     assert!(waiting.changes.iter().any(|c| c.resource.name == "web-base/publish"), "{:?}", actions(&waiting));
@@ -551,7 +599,10 @@ fn a_build_started_without_waiting_is_not_published_before_it_is_captured() {
     assert!(matches!(&build_of(&started).build_id, id if id.starts_with("web-base-r1-")));
     // The image does not exist when this apply ends: nothing may be published from it yet.
     assert!(started.changes.iter().all(|c| c.resource.name != "web-base/publish"), "{:?}", actions(&started));
-    let note = format!("build {} only starts (--no-wait): its copies, shares and published ID follow on the apply that captures it", build_of(&started).build_id);
+    let note = format!(
+        "build {} only starts (--no-wait): its copies, shares and published ID follow on the apply that captures it",
+        build_of(&started).build_id
+    );
     assert!(started.notes.iter().any(|n| n.message == note), "{:?}", started.notes);
 }
 
@@ -578,7 +629,8 @@ fn a_build_that_found_issues_is_not_retried_until_something_changes() {
     );
     let plan = make(&model, &live, PlanOptions::default());
     assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::PrivateImage));
-    let log = format!("the installer exited with 3; log: s3://golden-logs/imagectl/builds/{}/install.log;", build.build_id);
+    let log =
+        format!("the installer exited with 3; log: s3://golden-logs/imagectl/builds/{}/install.log;", build.build_id);
     assert!(plan.notes.iter().any(|n| n.message.contains(&format!("Issues Found: {log}"))), "{:?}", plan.notes);
     // An infrastructure failure is retried, as a new revision.
     if let Some(reports) = live.build_reports.get_mut(&build.build_id) {
@@ -591,8 +643,14 @@ fn a_build_that_found_issues_is_not_retried_until_something_changes() {
 #[test]
 fn a_base_image_of_the_other_platform_is_refused() {
     let model = image_model(IMAGE_STACK);
-    let error = plan(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", Some("windows")), &PlanOptions::default(), &[]).unwrap_err();
-    assert!(error.diagnostics[0].message.contains("is a Windows image, but the package group is for Linux"), "{:?}", error.diagnostics);
+    let error =
+        plan(&model, &with_base(&model, "ami-0aaaaaaaaaaaaaaaa", Some("windows")), &PlanOptions::default(), &[])
+            .unwrap_err();
+    assert!(
+        error.diagnostics[0].message.contains("is a Windows image, but the package group is for Linux"),
+        "{:?}",
+        error.diagnostics
+    );
 }
 
 // ---- Distribution: copies, shares, published IDs, retention ----
@@ -649,7 +707,11 @@ fn distributed(plan: &Plan, mut live: LiveState) -> LiveState {
 
 /// The image-related changes (the fixtures leave roles and buckets out of the live state).
 fn step_kinds(plan: &Plan) -> Vec<String> {
-    plan.changes.iter().filter(|c| matches!(c.resource.kind, Kind::PrivateImage | Kind::ImageCopy | Kind::ImageShare)).map(|c| format!("{} {:?} {}", c.resource, c.action, c.steps.len())).collect()
+    plan.changes
+        .iter()
+        .filter(|c| matches!(c.resource.kind, Kind::PrivateImage | Kind::ImageCopy | Kind::ImageShare))
+        .map(|c| format!("{} {:?} {}", c.resource, c.action, c.steps.len()))
+        .collect()
 }
 
 #[test]
@@ -673,13 +735,17 @@ fn copies_are_planned_per_region_then_shares_then_the_published_ids() {
     assert_eq!(tags.get("imagectl:resource").map(String::as_str), Some("ImageCopy/replicas"));
     let share = plan.changes.iter().find(|c| c.resource.kind == Kind::ImageShare).unwrap();
     assert_eq!(share.after.len(), 2, "the share waits for both copies: {:?}", share.after);
-    let refs: Vec<String> = share.steps.iter().map(|s| match s {
-        Step::SetLaunchPermissions { image, region, add, .. } => {
-            assert_eq!(add.accounts.len(), 2);
-            format!("{region} {image}")
-        }
-        other => panic!("{other:?}"),
-    }).collect();
+    let refs: Vec<String> = share
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::SetLaunchPermissions { image, region, add, .. } => {
+                assert_eq!(add.accounts.len(), 2);
+                format!("{region} {image}")
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert!(refs[0].starts_with("us-east-1 ami-0bbb"), "{refs:?}");
     assert!(refs[1..].iter().all(|r| r.contains("the ImageCopy/replicas copy of web-base-r1-")), "{refs:?}");
     let publish = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/publish").unwrap();
@@ -693,7 +759,8 @@ fn distribution_converges_and_changes_exactly_what_changed() {
     let live = distributed(&make(&model, &live, PlanOptions::default()), live);
     let mut live = live;
     // What the share's CopyOf steps would have granted once the copies existed.
-    let copy_ids: Vec<String> = live.images.iter().filter(|i| i.region.as_str() != "us-east-1").map(|i| i.id.clone()).collect();
+    let copy_ids: Vec<String> =
+        live.images.iter().filter(|i| i.region.as_str() != "us-east-1").map(|i| i.id.clone()).collect();
     let granted = live.launch_permissions.values().next().cloned().unwrap();
     for id in &copy_ids {
         live.launch_permissions.insert(id.clone(), granted.clone());
@@ -705,15 +772,23 @@ fn distribution_converges_and_changes_exactly_what_changed() {
     assert_eq!(step_kinds(&plan), Vec::<String>::new());
 
     // Adding a region creates exactly one copy (and shares and publishes it there).
-    let wider = image_model(&distribution_stack("").replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1, ap-southeast-2, ca-central-1]"));
+    let wider = image_model(
+        &distribution_stack("")
+            .replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1, ap-southeast-2, ca-central-1]"),
+    );
     let plan = make(&wider, &live, PlanOptions::default());
     assert_eq!(
         step_kinds(&plan),
-        vec!["ImageCopy/replicas/ca-central-1 Create 1", "ImageShare/consumers Update 1", "PrivateImage/web-base/publish Update 1"]
+        vec![
+            "ImageCopy/replicas/ca-central-1 Create 1",
+            "ImageShare/consumers Update 1",
+            "PrivateImage/web-base/publish Update 1"
+        ]
     );
 
     // Removing an account removes exactly that permission, everywhere.
-    let fewer = image_model(&distribution_stack("").replace("[\"111122223333\", \"444455556666\"]", "[\"111122223333\"]"));
+    let fewer =
+        image_model(&distribution_stack("").replace("[\"111122223333\", \"444455556666\"]", "[\"111122223333\"]"));
     let plan = make(&fewer, &live, PlanOptions::default());
     assert_eq!(step_kinds(&plan), vec!["ImageShare/consumers Update 3"]);
     for step in &plan.changes.iter().find(|c| c.resource.kind == Kind::ImageShare).unwrap().steps {
@@ -723,9 +798,11 @@ fn distribution_converges_and_changes_exactly_what_changed() {
     }
 
     // A region removed from the list deletes that region's copy.
-    let narrower = image_model(&distribution_stack("").replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1]"));
+    let narrower =
+        image_model(&distribution_stack("").replace("regions: [eu-west-1, ap-southeast-2]", "regions: [eu-west-1]"));
     let plan = make(&narrower, &live, PlanOptions::default());
-    let gone = plan.changes.iter().find(|c| c.resource.to_string() == "ImageCopy/replicas/ap-southeast-2").expect("delete");
+    let gone =
+        plan.changes.iter().find(|c| c.resource.to_string() == "ImageCopy/replicas/ap-southeast-2").expect("delete");
     assert_eq!(gone.action, Action::Delete);
     assert!(matches!(&gone.steps[..], [Step::DeregisterImage { .. }]));
 }
@@ -744,29 +821,45 @@ fn a_rebuild_is_copied_shared_published_then_old_images_are_retired() {
     assert!(position("ImageShare/consumers") < position("PrivateImage/web-base/publish"));
     assert!(position("PrivateImage/web-base/publish") < position("PrivateImage/web-base/retention"));
     let build = build_of(&plan).build_id.clone();
-    let Step::CopyImage { source, .. } = &plan.changes[position("ImageCopy/replicas/eu-west-1")].steps[0] else { panic!() };
+    let Step::CopyImage { source, .. } = &plan.changes[position("ImageCopy/replicas/eu-west-1")].steps[0] else {
+        panic!()
+    };
     assert_eq!(source, &super::step::ImageRef::Build { build_id: build.clone() });
     // keep: 1 and a new image coming: the old image and both its copies go, with their snapshots.
     let retention = &plan.changes[position("PrivateImage/web-base/retention")];
-    let deregistered: Vec<&str> = retention.steps.iter().map(|s| match s {
-        Step::DeregisterImage { region, .. } => region.as_str(),
-        other => panic!("{other:?}"),
-    }).collect();
+    let deregistered: Vec<&str> = retention
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::DeregisterImage { region, .. } => region.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
     assert_eq!(deregistered.len(), 3, "{deregistered:?}");
     assert!(retention.after.contains(&ResourceId::new(Kind::PrivateImage, "web-base")));
     // An image still in use is kept, and the plan says why.
     live.images_in_use.insert("ami-0bbbbbbbbbbbbbbbb".into(), "instance i-0abc (running)".into());
     let plan = make(&model, &live, PlanOptions::default());
     assert!(plan.changes.iter().all(|c| c.resource.to_string() != "PrivateImage/web-base/retention"));
-    assert!(plan.notes.iter().any(|n| n.message.contains("keeps ami-0bbbbbbbbbbbbbbbb beyond retention (1 kept): it is in use by instance i-0abc (running)")), "{:?}", plan.notes);
+    assert!(
+        plan.notes.iter().any(|n| n.message.contains(
+            "keeps ami-0bbbbbbbbbbbbbbbb beyond retention (1 kept): it is in use by instance i-0abc (running)"
+        )),
+        "{:?}",
+        plan.notes
+    );
 }
 
 #[test]
 fn deprecation_and_protection_requests_are_planned_for_kept_images() {
-    let model = image_model(&distribution_stack("").replace("retention: {keep: 1}", "retention: {keep: 2, deprecateAfterDays: 30, deregistrationProtection: true}"));
+    let model = image_model(&distribution_stack("").replace(
+        "retention: {keep: 1}",
+        "retention: {keep: 2, deprecateAfterDays: 30, deregistrationProtection: true}",
+    ));
     let (live, _) = built(&model);
     let plan = make(&model, &live, PlanOptions::default());
-    let retention = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/retention").expect("retention");
+    let retention =
+        plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/retention").expect("retention");
     assert!(retention.steps.contains(&Step::EnableImageDeprecation {
         image_id: "ami-0bbbbbbbbbbbbbbbb".into(),
         region: Region::parse("us-east-1").unwrap(),
@@ -788,7 +881,11 @@ fn with_test_builds() -> String {
 }
 
 fn test_build_query(model: &Model) -> crate::live::BaseImageQuery {
-    let Some(Resource::PackageGroup(group)) = model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1")) else { panic!() };
+    let Some(Resource::PackageGroup(group)) =
+        model.resources.get(&ResourceId::new(Kind::PackageGroup, "acme-agent-r1"))
+    else {
+        panic!()
+    };
     let tests = group.test_builds.as_ref().unwrap();
     crate::live::BaseImageQuery::new(tests.region.clone(), &tests.base_images["amazon-linux-2023"]).unwrap()
 }
@@ -800,7 +897,11 @@ fn test_builds_run_one_build_per_operating_system_and_drop_their_images() {
     let base = live.base_images.values().next().unwrap().clone();
     live.base_images.insert(test_build_query(&model).key(), base);
     let plan = make(&model, &live, PlanOptions::default());
-    let test = plan.changes.iter().find(|c| c.resource.to_string() == "PackageGroup/acme-agent-r1/test/amazon-linux-2023").expect("test build");
+    let test = plan
+        .changes
+        .iter()
+        .find(|c| c.resource.to_string() == "PackageGroup/acme-agent-r1/test/amazon-linux-2023")
+        .expect("test build");
     let [Step::BuildImage { build, .. }] = &test.steps[..] else { panic!("one build") };
     assert!(!build.keep_image);
     assert!(build.build_id.starts_with("acme-agent-r1-amazon-linux-2023-r1-"), "{}", build.build_id);
@@ -834,13 +935,30 @@ fn destroy_deregisters_the_stacks_images_except_retained_or_in_use_ones() {
     let (live, _) = built(&model);
     let mut live = distributed(&make(&model, &live, PlanOptions::default()), live);
     let plan = make(&model, &live, PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
-    let image = plan.changes.iter().find(|c| c.resource.to_string() == "PrivateImage/web-base/images").expect("images deregistered");
-    assert!(matches!(&image.steps[..], [Step::DeregisterImage { image_id, .. }] if image_id == "ami-0bbbbbbbbbbbbbbbb"));
-    let copies = plan.changes.iter().find(|c| c.resource.to_string() == "ImageCopy/replicas/images").expect("copies deregistered");
+    let image = plan
+        .changes
+        .iter()
+        .find(|c| c.resource.to_string() == "PrivateImage/web-base/images")
+        .expect("images deregistered");
+    assert!(
+        matches!(&image.steps[..], [Step::DeregisterImage { image_id, .. }] if image_id == "ami-0bbbbbbbbbbbbbbbb")
+    );
+    let copies = plan
+        .changes
+        .iter()
+        .find(|c| c.resource.to_string() == "ImageCopy/replicas/images")
+        .expect("copies deregistered");
     assert_eq!(copies.steps.len(), 2);
     live.images_in_use.insert("ami-0bbbbbbbbbbbbbbbb".into(), "instance i-1 (running)".into());
-    let retained = image_model(&distribution_stack("").replace("metadata: {name: replicas}", "metadata: {name: replicas, deletionPolicy: retain}"));
+    let retained = image_model(
+        &distribution_stack("")
+            .replace("metadata: {name: replicas}", "metadata: {name: replicas, deletionPolicy: retain}"),
+    );
     let plan = make(&retained, &live, PlanOptions { mode: Mode::Destroy, ..PlanOptions::default() });
-    assert!(plan.changes.iter().all(|c| c.resource.kind != Kind::ImageCopy && c.resource.kind != Kind::PrivateImage), "{:?}", actions(&plan));
+    assert!(
+        plan.changes.iter().all(|c| c.resource.kind != Kind::ImageCopy && c.resource.kind != Kind::PrivateImage),
+        "{:?}",
+        actions(&plan)
+    );
     assert!(plan.notes.iter().any(|n| n.message.contains("in use by instance i-1")), "{:?}", plan.notes);
 }

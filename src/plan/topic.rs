@@ -65,7 +65,10 @@ impl Planner<'_> {
                     action: Action::Delete,
                     reason: None,
                     fields: Vec::new(),
-                    steps: std::iter::once(live).chain(owned_elsewhere.into_iter().filter(|t| t.arn != live.arn)).map(delete_topic_step).collect(),
+                    steps: std::iter::once(live)
+                        .chain(owned_elsewhere.into_iter().filter(|t| t.arn != live.arn))
+                        .map(delete_topic_step)
+                        .collect(),
                     after: Vec::new(),
                 },
             };
@@ -74,7 +77,13 @@ impl Planner<'_> {
     }
 
     fn topic_arn(&self, topic: &Topic) -> String {
-        format!("arn:{}:sns:{}:{}:{}", partition(&topic.region), topic.region, self.account.as_deref().unwrap_or("<account>"), topic.name)
+        format!(
+            "arn:{}:sns:{}:{}:{}",
+            partition(&topic.region),
+            topic.region,
+            self.account.as_deref().unwrap_or("<account>"),
+            topic.name
+        )
     }
 
     fn create_topic(&self, id: &ResourceId, topic: &Topic) -> Change {
@@ -90,12 +99,26 @@ impl Planner<'_> {
             attributes.insert("KmsMasterKeyId".to_owned(), key.clone());
             fields.push(FieldChange::new("kmsKey", None, Some(json!(key))));
         }
-        let mut steps = vec![Step::CreateTopic { name: topic.name.clone(), region: topic.region.clone(), attributes, tags: tags.clone() }];
+        let mut steps = vec![Step::CreateTopic {
+            name: topic.name.clone(),
+            region: topic.region.clone(),
+            attributes,
+            tags: tags.clone(),
+        }];
         if !topic.subscriptions.is_empty() {
-            fields.push(FieldChange::new("subscriptions", None, Some(json!(subscription_labels(topic.subscriptions.iter())))));
+            fields.push(FieldChange::new(
+                "subscriptions",
+                None,
+                Some(json!(subscription_labels(topic.subscriptions.iter()))),
+            ));
         }
         for s in &topic.subscriptions {
-            steps.push(Step::Subscribe { topic_arn: arn.clone(), region: topic.region.clone(), protocol: s.protocol.clone(), endpoint: s.endpoint.clone() });
+            steps.push(Step::Subscribe {
+                topic_arn: arn.clone(),
+                region: topic.region.clone(),
+                protocol: s.protocol.clone(),
+                endpoint: s.endpoint.clone(),
+            });
         }
         fields.push(FieldChange::new("tags", None, Some(json!(tags))));
         Change { resource: id.clone(), action: Action::Create, reason: None, fields, steps, after: Vec::new() }
@@ -111,7 +134,11 @@ impl Planner<'_> {
             ("kmsKey", "KmsMasterKeyId", &topic.kms_key, &live.kms_key),
         ] {
             if desired.as_deref().unwrap_or("") != current.as_deref().unwrap_or("") {
-                fields.push(FieldChange::new(field, current.as_ref().map(|v| json!(v)), desired.as_ref().map(|v| json!(v))));
+                fields.push(FieldChange::new(
+                    field,
+                    current.as_ref().map(|v| json!(v)),
+                    desired.as_ref().map(|v| json!(v)),
+                ));
                 steps.push(Step::SetTopicAttribute {
                     topic_arn: arn.clone(),
                     region: region.clone(),
@@ -128,14 +155,20 @@ impl Planner<'_> {
                 Some(json!(subscription_labels(topic.subscriptions.iter()))),
             ));
             for s in topic.subscriptions.difference(&live_set) {
-                steps.push(Step::Subscribe { topic_arn: arn.clone(), region: region.clone(), protocol: s.protocol.clone(), endpoint: s.endpoint.clone() });
+                steps.push(Step::Subscribe {
+                    topic_arn: arn.clone(),
+                    region: region.clone(),
+                    protocol: s.protocol.clone(),
+                    endpoint: s.endpoint.clone(),
+                });
             }
             for s in live_set.difference(&topic.subscriptions) {
                 let subscription_arn = &live.subscriptions[s];
                 if subscription_arn == PENDING {
                     self.note(id, format!("subscription {}:{} is pending confirmation and cannot be removed; SNS drops it after 3 days unconfirmed", s.protocol, s.endpoint));
                 } else {
-                    steps.push(Step::Unsubscribe { subscription_arn: subscription_arn.clone(), region: region.clone() });
+                    steps
+                        .push(Step::Unsubscribe { subscription_arn: subscription_arn.clone(), region: region.clone() });
                 }
             }
         }

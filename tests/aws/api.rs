@@ -378,7 +378,8 @@ fn create_bucket_refuses_an_untagged_bucket_that_was_already_there() {
                  CreateBucketConfiguration={{'LocationConstraint': 'eu-west-1'}})"
             ),
         );
-        let step = Step::CreateBucket { name: bucket.into(), region: region("eu-west-1"), tags: owned("Bucket/artifacts") };
+        let step =
+            Step::CreateBucket { name: bucket.into(), region: region("eu-west-1"), tags: owned("Bucket/artifacts") };
         let error = aws.execute(&step).await.expect_err("a hand-made bucket is not the stack's");
         assert_eq!(error.code.as_deref(), Some("BucketAlreadyOwnedByYou"), "{error}");
         assert!(error.message.contains("no imagectl ownership tags"), "{error}");

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use imagectl::model::{AmiId, Delivery, Platform, Tags};
 use imagectl::plan::step::Step;
 use serde_json::{json, Value};
 
+use crate::support::boto3::{python, python_async};
 use crate::support::sdk::{region, tags, with_emulator};
 use crate::support::Emulator;
 
@@ -31,28 +31,6 @@ const AL2023: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-def
 
 fn owned(resource: &str) -> Tags {
     tags(&[(STACK_TAG, STACK), (RESOURCE_TAG, resource)])
-}
-
-/// Runs Python with boto3 against the emulator and returns what it printed. The preamble defines `ec2`, `s3`,
-/// `ssm`, `sqs` and `sns` clients.
-fn python(emulator: &Emulator, script: &str) -> String {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let preamble = "import boto3, json, base64\n\
-                    ec2, s3, ssm, sqs, sns = (boto3.client(n) for n in ('ec2', 's3', 'ssm', 'sqs', 'sns'))\n";
-    let output = Command::new(python)
-        .args(["-c", &format!("{preamble}{script}")])
-        .env_clear()
-        .envs(emulator.env())
-        .output()
-        .expect("run python");
-    assert!(output.status.success(), "boto3 script failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// Same, from async code.
-async fn python_async(emulator: &Arc<Emulator>, script: String) -> String {
-    let emulator = emulator.clone();
-    tokio::task::spawn_blocking(move || python(&emulator, &script)).await.unwrap()
 }
 
 /// A build step must never hang a test: a pipeline waiting for a result that never comes fails it instead.
@@ -68,7 +46,8 @@ async fn run_all(aws: &Aws, steps: &[Step]) {
 
 /// Registers an image of our own; the emulator dates images to the second.
 fn register_image(emulator: &Emulator, name: &str) -> String {
-    let id = python(emulator, &format!("print(ec2.register_image(Name='{name}', RootDeviceName='/dev/xvda')['ImageId'])"));
+    let id =
+        python(emulator, &format!("print(ec2.register_image(Name='{name}', RootDeviceName='/dev/xvda')['ImageId'])"));
     id.trim().to_owned()
 }
 
@@ -99,7 +78,11 @@ async fn build_prerequisites(emulator: &Arc<Emulator>, aws: &Aws) -> (String, St
                 max_session_duration: None,
                 tags: owned("Role/automation"),
             },
-            Step::CreateInstanceProfile { name: PROFILE.into(), path: "/".into(), tags: owned("InstanceProfile/build") },
+            Step::CreateInstanceProfile {
+                name: PROFILE.into(),
+                path: "/".into(),
+                tags: owned("InstanceProfile/build"),
+            },
             Step::AddRoleToInstanceProfile { profile: PROFILE.into(), role: "web-build".into() },
             Step::CreateBucket { name: LOGS.into(), region: use1.clone(), tags: owned("Bucket/logs") },
             Step::CreateBucket { name: ARTIFACTS.into(), region: use1.clone(), tags: owned("Bucket/artifacts") },
@@ -257,7 +240,9 @@ async fn images_named(emulator: &Arc<Emulator>, name: &str) -> Vec<Value> {
 
 fn tag_map(tags: &Value) -> Tags {
     tags.as_array()
-        .map(|a| a.iter().map(|t| (t["Key"].as_str().unwrap().to_owned(), t["Value"].as_str().unwrap().to_owned())).collect())
+        .map(|a| {
+            a.iter().map(|t| (t["Key"].as_str().unwrap().to_owned(), t["Value"].as_str().unwrap().to_owned())).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -274,9 +259,14 @@ fn read_live_resolves_base_images_and_finds_what_the_stack_owns() {
         }
         register_image(&emulator, "other-base-9");
         let id = BaseImageQuery::Id { region: use1.clone(), id: AmiId::parse(&golden[0]).unwrap() };
-        let missing_id = BaseImageQuery::Id { region: use1.clone(), id: AmiId::parse("ami-0123456789abcdef0").unwrap() };
-        let lookup =
-            BaseImageQuery::Lookup { region: use1.clone(), owners: vec!["self".into()], name: "golden-base-*".into(), architecture: None };
+        let missing_id =
+            BaseImageQuery::Id { region: use1.clone(), id: AmiId::parse("ami-0123456789abcdef0").unwrap() };
+        let lookup = BaseImageQuery::Lookup {
+            region: use1.clone(),
+            owners: vec!["self".into()],
+            name: "golden-base-*".into(),
+            architecture: None,
+        };
         let amazon = BaseImageQuery::Lookup {
             region: use1.clone(),
             owners: vec!["amazon".into()],
@@ -326,7 +316,11 @@ fn read_live_resolves_base_images_and_finds_what_the_stack_owns() {
             &aws,
             &[
                 Step::CreateBucket { name: LOGS.into(), region: use1.clone(), tags: owned("Bucket/logs") },
-                Step::CreateBucket { name: ARTIFACTS.into(), region: region("eu-west-1"), tags: owned("Bucket/artifacts") },
+                Step::CreateBucket {
+                    name: ARTIFACTS.into(),
+                    region: region("eu-west-1"),
+                    tags: owned("Bucket/artifacts"),
+                },
                 Step::BindPackageGroup {
                     bucket: ARTIFACTS.into(),
                     region: region("eu-west-1"),
@@ -346,13 +340,22 @@ fn read_live_resolves_base_images_and_finds_what_the_stack_owns() {
             ),
         )
         .await;
-        let status = |id: &str, state: &str| json!({"buildId": id, "state": state, "at": "2025-01-01T00:00:00Z"}).to_string();
-        for (id, state) in [("web-base-r2-cccccccc", "Building"), ("app-r4-ffffffff", "Building"), ("app-r5-ffffffff", "Scanning")] {
+        let status =
+            |id: &str, state: &str| json!({"buildId": id, "state": state, "at": "2025-01-01T00:00:00Z"}).to_string();
+        for (id, state) in
+            [("web-base-r2-cccccccc", "Building"), ("app-r4-ffffffff", "Building"), ("app-r5-ffffffff", "Scanning")]
+        {
             write_report(&emulator, &ReportKeys::for_build(id).status, &status(id, state)).await;
         }
-        write_report(&emulator, &ReportKeys::for_build("app-r5-ffffffff").result, &result_json("app-r5-ffffffff", 3)).await;
+        write_report(&emulator, &ReportKeys::for_build("app-r5-ffffffff").result, &result_json("app-r5-ffffffff", 3))
+            .await;
         // The captured build's reports exist too, and are not read: its image is available.
-        write_report(&emulator, &ReportKeys::for_build("web-base-r1-aaaaaaaa").result, &result_json("web-base-r1-aaaaaaaa", 0)).await;
+        write_report(
+            &emulator,
+            &ReportKeys::for_build("web-base-r1-aaaaaaaa").result,
+            &result_json("web-base-r1-aaaaaaaa", 0),
+        )
+        .await;
 
         let scope = ReadScope {
             stack: STACK.into(),
@@ -380,22 +383,40 @@ fn read_live_resolves_base_images_and_finds_what_the_stack_owns() {
         assert_eq!(bases[&lookup.key()].id.as_str(), golden[2], "the newest of the matching images");
         let al2023 = &bases[&amazon.key()];
         assert!(al2023.name.starts_with("al2023-ami-2023.") && al2023.name.ends_with("-x86_64"), "{al2023:?}");
-        assert_eq!((al2023.architecture.as_str(), al2023.root_device_type.as_str(), al2023.platform.as_deref()), ("x86_64", "ebs", None));
+        assert_eq!(
+            (al2023.architecture.as_str(), al2023.root_device_type.as_str(), al2023.platform.as_deref()),
+            ("x86_64", "ebs", None)
+        );
         assert!(!bases.contains_key(&amazon_arm.key()), "no arm64 image has an x86_64 name");
         let from_parameter = &bases[&parameter.key()];
         assert!(from_parameter.name.starts_with("al2023-ami-"), "{from_parameter:?}");
         assert_eq!(from_parameter.state, "available");
         assert!(!bases.contains_key(&missing_parameter.key()));
 
-        assert_eq!(live.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [owned_image.as_str()], "only the stack's images");
+        assert_eq!(
+            live.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            [owned_image.as_str()],
+            "only the stack's images"
+        );
         let image = &live.images[0];
-        assert_eq!((image.name.as_str(), image.state.as_str(), image.region.as_str()), ("web-base-r0001-aaaaaaaa", "available", "us-east-1"));
+        assert_eq!(
+            (image.name.as_str(), image.state.as_str(), image.region.as_str()),
+            ("web-base-r0001-aaaaaaaa", "available", "us-east-1")
+        );
         assert_eq!(image.snapshot_ids.len(), 1);
         assert_eq!(image.tags[RESOURCE_TAG], "PrivateImage/web-base");
-        assert_eq!(live.build_instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [running.as_str()], "the stack's live instances");
+        assert_eq!(
+            live.build_instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            [running.as_str()],
+            "the stack's live instances"
+        );
         let instance = &live.build_instances[0];
         assert!(matches!(instance.state.as_str(), "pending" | "running"), "{instance:?}");
-        assert!(instance.launch_time.ends_with('Z') && instance.launch_time.contains('T'), "RFC 3339: {}", instance.launch_time);
+        assert!(
+            instance.launch_time.ends_with('Z') && instance.launch_time.contains('T'),
+            "RFC 3339: {}",
+            instance.launch_time
+        );
 
         assert_eq!(live.package_groups["acme-agent-r1"], Some(record("acme-agent-r1", "d1")));
         assert_eq!(live.package_groups["never-used-r1"], None);
@@ -434,7 +455,11 @@ fn record(name: &str, digest: &str) -> PackageGroupRecord {
 fn package_steps_upload_once_and_bind_a_name_for_good() {
     with_emulator(|emulator, aws| async move {
         let use1 = region("us-east-1");
-        run_all(&aws, &[Step::CreateBucket { name: ARTIFACTS.into(), region: use1.clone(), tags: owned("Bucket/artifacts") }]).await;
+        run_all(
+            &aws,
+            &[Step::CreateBucket { name: ARTIFACTS.into(), region: use1.clone(), tags: owned("Bucket/artifacts") }],
+        )
+        .await;
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("install.sh");
         std::fs::write(&source, b"#!/bin/sh\necho installed\n").unwrap();
@@ -493,7 +518,11 @@ fn package_steps_upload_once_and_bind_a_name_for_good() {
             ..ReadScope::default()
         };
         let live = aws.read_live(&scope).await.unwrap();
-        assert_eq!(live.package_groups["acme-agent-r1"].as_ref().unwrap().content_digest, "0123456789abcdef0123", "never overwritten");
+        assert_eq!(
+            live.package_groups["acme-agent-r1"].as_ref().unwrap().content_digest,
+            "0123456789abcdef0123",
+            "never overwritten"
+        );
     });
 }
 
@@ -514,9 +543,17 @@ fn image_steps_change_tags_and_description_in_place() {
         run_all(
             &aws,
             &[
-                Step::TagImage { image_id: image.clone(), region: use1.clone(), tags: tags(&[("team", "b"), ("cost", "7")]) },
+                Step::TagImage {
+                    image_id: image.clone(),
+                    region: use1.clone(),
+                    tags: tags(&[("team", "b"), ("cost", "7")]),
+                },
                 Step::UntagImage { image_id: image.clone(), region: use1.clone(), keys: vec!["old".into()] },
-                Step::SetImageDescription { image_id: image.clone(), region: use1.clone(), description: "Web base".into() },
+                Step::SetImageDescription {
+                    image_id: image.clone(),
+                    region: use1.clone(),
+                    description: "Web base".into(),
+                },
             ],
         )
         .await;
@@ -527,14 +564,24 @@ fn image_steps_change_tags_and_description_in_place() {
         let snapshot = found["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
         let snapshot_tags = python_async(
             &emulator,
-            format!("print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"),
+            format!(
+                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
+            ),
         )
         .await;
-        assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), tags(&[("team", "b"), ("cost", "7")]), "snapshots follow");
+        assert_eq!(
+            tag_map(&serde_json::from_str(&snapshot_tags).unwrap()),
+            tags(&[("team", "b"), ("cost", "7")]),
+            "snapshots follow"
+        );
         // Removing tags from an image that is gone is done already.
-        aws.execute(&Step::UntagImage { image_id: "ami-0123456789abcdef0".into(), region: use1, keys: vec!["x".into()] })
-            .await
-            .unwrap();
+        aws.execute(&Step::UntagImage {
+            image_id: "ami-0123456789abcdef0".into(),
+            region: use1,
+            keys: vec!["x".into()],
+        })
+        .await
+        .unwrap();
     });
 }
 
@@ -567,8 +614,14 @@ fn build_launches_once_resumes_and_captures_one_image() {
         assert_eq!(instance_tags[build_tags::BUILD_ID], plan.build_id);
         assert_eq!(instance_tags[build_tags::LOGS_BUCKET], LOGS);
         assert_eq!(instance_tags[STACK_TAG], STACK);
-        assert!(described["profile"].as_str().unwrap().ends_with(&format!("instance-profile/{PROFILE}")), "{described}");
-        assert_eq!((described["type"].as_str(), described["image"].as_str(), described["imds"].as_str()), (Some("t3.micro"), Some(base.as_str()), Some("required")));
+        assert!(
+            described["profile"].as_str().unwrap().ends_with(&format!("instance-profile/{PROFILE}")),
+            "{described}"
+        );
+        assert_eq!(
+            (described["type"].as_str(), described["image"].as_str(), described["imds"].as_str()),
+            (Some("t3.micro"), Some(base.as_str()), Some("required"))
+        );
         let commands: Vec<Value> = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(commands.len(), 1);
         let command = &commands[0];
@@ -577,7 +630,13 @@ fn build_launches_once_resumes_and_captures_one_image() {
         assert_eq!(command["OutputS3BucketName"], LOGS);
         assert_eq!(command["OutputS3KeyPrefix"], format!("imagectl/builds/{}/ssm/", plan.build_id));
         assert_eq!(command["Parameters"]["executionTimeout"], json!([(60 * 60 + 30 * 60).to_string()]));
-        let script = command["Parameters"]["commands"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+        let script = command["Parameters"]["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(script.contains(&format!("/{LOGS}/{}", keys.result)), "the script holds the result's presigned URL");
         assert!(script.contains("X-Amz-Expires=6000"), "timeout 60 min + margin 30 min + agent window 10 min");
         assert_eq!(states(&notifications(&emulator, &queue).await), ["Building"]);
@@ -605,7 +664,9 @@ fn build_launches_once_resumes_and_captures_one_image() {
         let snapshot = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
         let snapshot_tags = python_async(
             &emulator,
-            format!("print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"),
+            format!(
+                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
+            ),
         )
         .await;
         assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), plan.tags);
@@ -626,7 +687,12 @@ fn build_launches_once_resumes_and_captures_one_image() {
         assert!(notifications(&emulator, &queue).await.is_empty());
 
         // read_live sees the image, no live instance, and no reports to read (the build has its image).
-        let scope = ReadScope { stack: STACK.into(), regions: [region("us-east-1")].into(), logs_buckets: [LOGS.to_owned()].into(), ..ReadScope::default() };
+        let scope = ReadScope {
+            stack: STACK.into(),
+            regions: [region("us-east-1")].into(),
+            logs_buckets: [LOGS.to_owned()].into(),
+            ..ReadScope::default()
+        };
         let live = aws.read_live(&scope).await.unwrap();
         assert_eq!(live.images.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [image_id.as_str()]);
         assert!(live.build_instances.is_empty());
@@ -672,7 +738,12 @@ fn a_failed_installer_is_issues_found_with_the_log_and_no_image() {
         assert_eq!(instances_of(&emulator, &plan.build_id).await.len(), 1);
 
         // The finished build's reports are found without its instance, for the planner's next revision.
-        let scope = ReadScope { stack: STACK.into(), regions: [region("us-east-1")].into(), logs_buckets: [LOGS.to_owned()].into(), ..ReadScope::default() };
+        let scope = ReadScope {
+            stack: STACK.into(),
+            regions: [region("us-east-1")].into(),
+            logs_buckets: [LOGS.to_owned()].into(),
+            ..ReadScope::default()
+        };
         let live = aws.read_live(&scope).await.unwrap();
         assert!(live.build_instances.is_empty());
         assert_eq!(live.build_reports[&plan.build_id].result.as_ref().unwrap().exit_code, Some(3));
@@ -686,10 +757,15 @@ fn no_result_before_the_deadline_is_investigating() {
         let base = register_image(&emulator, "golden-base-1");
         // A zero timeout: the deadline (launch + timeout + a margin as long as the timeout) has passed at once.
         let plan = plan(&base, 2, settings(Delivery::Ssm, 0), Some(role));
-        let error = within(60, aws.execute(&Step::BuildImage { build: Box::new(plan.clone()), wait: true })).await.expect_err("no result");
+        let error = within(60, aws.execute(&Step::BuildImage { build: Box::new(plan.clone()), wait: true }))
+            .await
+            .expect_err("no result");
         assert_eq!(error.code.as_deref(), Some("Investigating"), "{error}");
         assert!(error.message.starts_with("no result from instance i-"), "{error}");
-        assert!(error.message.ends_with(&format!("log: s3://{LOGS}/imagectl/builds/{}/install.log", plan.build_id)), "{error}");
+        assert!(
+            error.message.ends_with(&format!("log: s3://{LOGS}/imagectl/builds/{}/install.log", plan.build_id)),
+            "{error}"
+        );
         let instances = instances_of(&emulator, &plan.build_id).await;
         assert_eq!(instances.len(), 1);
         assert_eq!(instances[0].1, "terminated");
@@ -751,7 +827,9 @@ fn a_build_killed_after_capture_is_finished_by_the_next_run() {
         // What a run killed right after CreateImage leaves: a stopped instance and the image, tagged with the
         // build ID, its snapshots not yet tagged, nothing published.
         let instance = instances_of(&emulator, &plan.build_id).await[0].0.clone();
-        let image_tags = serde_json::to_string(&plan.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()).unwrap();
+        let image_tags =
+            serde_json::to_string(&plan.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>())
+                .unwrap();
         let image_id = python_async(
             &emulator,
             format!(
@@ -771,7 +849,9 @@ fn a_build_killed_after_capture_is_finished_by_the_next_run() {
         let snapshot = images[0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
         let snapshot_tags = python_async(
             &emulator,
-            format!("print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"),
+            format!(
+                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
+            ),
         )
         .await;
         assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), plan.tags);

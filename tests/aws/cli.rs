@@ -12,12 +12,12 @@
 use std::fmt;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use regex::Regex;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+pub(crate) use crate::support::boto3::python;
 use crate::support::Emulator;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/golden-image");
@@ -170,19 +170,6 @@ impl fmt::Display for Run {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "exit code {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
-}
-
-/// Runs Python with boto3 against the emulator and returns what it printed.
-pub(crate) fn python(emulator: &Emulator, script: &str) -> String {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let output = Command::new(python)
-        .args(["-c", &format!("import json, boto3\n{script}")])
-        .env_clear()
-        .envs(emulator.env())
-        .output()
-        .expect("run python");
-    assert!(output.status.success(), "boto3 script failed:\n{script}\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("python prints UTF-8")
 }
 
 /// Everything the tests look at, as boto3 reads it: every role, instance profile, bucket and topic of the account.
@@ -548,7 +535,7 @@ fn same_named_bucket_the_stack_does_not_own_is_a_conflict_and_left_untouched() {
     plan.shows("Conflicts (left untouched):");
     plan.shows(
         "! Bucket/golden-images-build-logs: a Bucket named `golden-images-build-logs` already exists and it has no \
-         imagectl:stack tag; imagectl leaves it untouched; to manage it, set `metadata.adopt: true`"
+         imagectl:stack tag; imagectl leaves it untouched; to manage it, set `metadata.adopt: true`",
     );
     plan.complains("1 conflict(s)");
 

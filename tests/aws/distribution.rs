@@ -6,7 +6,6 @@
 //! them; everything else goes through the product's own steps and `read_live`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::Arc;
 
 use imagectl::aws::Aws;
@@ -16,6 +15,7 @@ use imagectl::model::{Region, Tags};
 use imagectl::plan::step::{ImageRef, Step};
 use serde_json::Value;
 
+use crate::support::boto3::python_async;
 use crate::support::sdk::{region, tags, with_emulator};
 use crate::support::Emulator;
 
@@ -30,28 +30,6 @@ const OU: &str = "arn:aws:organizations::999999999999:ou/o-abcdefghij/ou-ab12-cd
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-/// Runs Python with boto3 against the emulator and returns what it printed. The preamble defines `ec2` and `ssm`
-/// for us-east-1 and `ec2r(region)` for others.
-fn python(emulator: &Emulator, script: &str) -> String {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let preamble = "import boto3, json\n\
-                    ec2, ssm = boto3.client('ec2'), boto3.client('ssm')\n\
-                    def ec2r(region): return boto3.client('ec2', region_name=region)\n";
-    let output = Command::new(python)
-        .args(["-c", &format!("{preamble}{script}")])
-        .env_clear()
-        .envs(emulator.env())
-        .output()
-        .expect("run python");
-    assert!(output.status.success(), "boto3 script failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-async fn python_async(emulator: &Arc<Emulator>, script: String) -> String {
-    let emulator = emulator.clone();
-    tokio::task::spawn_blocking(move || python(&emulator, &script)).await.unwrap()
 }
 
 async fn python_json(emulator: &Arc<Emulator>, script: String) -> Value {
@@ -129,7 +107,9 @@ async fn snapshot_tags(emulator: &Arc<Emulator>, region: &str, snapshot: &str) -
 
 fn tag_map(tags: &Value) -> Tags {
     tags.as_array()
-        .map(|a| a.iter().map(|t| (t["Key"].as_str().unwrap().to_owned(), t["Value"].as_str().unwrap().to_owned())).collect())
+        .map(|a| {
+            a.iter().map(|t| (t["Key"].as_str().unwrap().to_owned(), t["Value"].as_str().unwrap().to_owned())).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -232,7 +212,8 @@ fn launch_and_snapshot_permissions_change_exactly_as_asked() {
         let (image, snapshot) = stack_image(&emulator, BUILD, "base-r0001-aaaaaaaa").await;
         let use1 = region("us-east-1");
         let read_scope = ReadScope { image_permissions: true, ..scope(&["us-east-1"]) };
-        let permissions = |live: &imagectl::live::LiveState| live.launch_permissions.get(&image).cloned().unwrap_or_default();
+        let permissions =
+            |live: &imagectl::live::LiveState| live.launch_permissions.get(&image).cloned().unwrap_or_default();
 
         let live = aws.read_live(&read_scope).await.unwrap();
         assert_eq!(permissions(&live), LaunchPermissions::default());
@@ -271,9 +252,27 @@ fn launch_and_snapshot_permissions_change_exactly_as_asked() {
 
         // Public, on and off; adding and removing in one step.
         let public = LaunchPermissions { public: true, ..LaunchPermissions::default() };
-        run(&aws, &Step::SetLaunchPermissions { image: ImageRef::Id(image.clone()), region: use1.clone(), add: public.clone(), remove: LaunchPermissions::default() }).await;
+        run(
+            &aws,
+            &Step::SetLaunchPermissions {
+                image: ImageRef::Id(image.clone()),
+                region: use1.clone(),
+                add: public.clone(),
+                remove: LaunchPermissions::default(),
+            },
+        )
+        .await;
         assert!(permissions(&aws.read_live(&read_scope).await.unwrap()).public);
-        run(&aws, &Step::SetLaunchPermissions { image: ImageRef::Id(image.clone()), region: use1.clone(), add: one.clone(), remove: public }).await;
+        run(
+            &aws,
+            &Step::SetLaunchPermissions {
+                image: ImageRef::Id(image.clone()),
+                region: use1.clone(),
+                add: one.clone(),
+                remove: public,
+            },
+        )
+        .await;
         assert_eq!(permissions(&aws.read_live(&read_scope).await.unwrap()), shared);
 
         // Snapshots: create-volume permission for two accounts, then one less.
@@ -347,7 +346,15 @@ fn parameters_publish_the_ids_that_references_resolve_to() {
         run(&aws, &copy_step("eu-west-1")).await;
         let copy = images_in(&emulator, "eu-west-1").await[0]["ImageId"].as_str().unwrap().to_owned();
         let (use1, euw1) = (region("us-east-1"), region("eu-west-1"));
-        run(&aws, &Step::PutImageParameter { name: "/web/base/ami".into(), region: use1.clone(), image: ImageRef::Build { build_id: BUILD.into() } }).await;
+        run(
+            &aws,
+            &Step::PutImageParameter {
+                name: "/web/base/ami".into(),
+                region: use1.clone(),
+                image: ImageRef::Build { build_id: BUILD.into() },
+            },
+        )
+        .await;
         let to_copy = Step::PutImageParameter {
             name: "/web/base/ami".into(),
             region: euw1.clone(),
@@ -355,10 +362,22 @@ fn parameters_publish_the_ids_that_references_resolve_to() {
         };
         run(&aws, &to_copy).await;
         run(&aws, &to_copy).await; // overwritten with the same value
-        run(&aws, &Step::PutImageParameter { name: "/web/pinned".into(), region: use1.clone(), image: ImageRef::Id(source.clone()) }).await;
+        run(
+            &aws,
+            &Step::PutImageParameter {
+                name: "/web/pinned".into(),
+                region: use1.clone(),
+                image: ImageRef::Id(source.clone()),
+            },
+        )
+        .await;
 
         // The data type that lets CloudFormation take it as AWS::EC2::Image::Id (the emulator accepts it).
-        let described = python_json(&emulator, "print(json.dumps(ssm.get_parameter(Name='/web/base/ami')['Parameter'], default=str))".into()).await;
+        let described = python_json(
+            &emulator,
+            "print(json.dumps(ssm.get_parameter(Name='/web/base/ami')['Parameter'], default=str))".into(),
+        )
+        .await;
         assert_eq!(described["DataType"], "aws:ec2:image");
         assert_eq!(described["Type"], "String");
 
@@ -384,7 +403,10 @@ fn parameters_publish_the_ids_that_references_resolve_to() {
         let live = aws.read_live(&with_parameters).await.unwrap();
         assert_eq!(emulator.request_count() - before - baseline, 2 + 1 + 1);
         let expected: BTreeMap<Region, BTreeMap<String, String>> = [
-            (use1.clone(), [("/web/base/ami".to_owned(), source.clone()), ("/web/pinned".to_owned(), source.clone())].into()),
+            (
+                use1.clone(),
+                [("/web/base/ami".to_owned(), source.clone()), ("/web/pinned".to_owned(), source.clone())].into(),
+            ),
             (euw1.clone(), [("/web/base/ami".to_owned(), copy.clone())].into()),
         ]
         .into();
@@ -392,7 +414,11 @@ fn parameters_publish_the_ids_that_references_resolve_to() {
 
         // A reference that resolves to nothing fails the step and leaves the parameter as it was.
         let error = aws
-            .execute(&Step::PutImageParameter { name: "/web/base/ami".into(), region: use1.clone(), image: ImageRef::Build { build_id: "base-r9-ffffffff".into() } })
+            .execute(&Step::PutImageParameter {
+                name: "/web/base/ami".into(),
+                region: use1.clone(),
+                image: ImageRef::Build { build_id: "base-r9-ffffffff".into() },
+            })
             .await
             .unwrap_err();
         assert!(error.operation.starts_with("PutParameter /web/base/ami in us-east-1"), "{error}");
@@ -407,9 +433,14 @@ fn deregistering_removes_the_image_and_its_snapshots_and_is_idempotent() {
     with_emulator(|emulator, aws| async move {
         let (image, snapshot) = stack_image(&emulator, BUILD, "base-r0001-aaaaaaaa").await;
         let (kept, kept_snapshot) = stack_image(&emulator, "base-r2-bbbbbbbb", "base-r0002-bbbbbbbb").await;
-        let step = Step::DeregisterImage { image_id: image.clone(), region: region("us-east-1"), snapshot_ids: vec![snapshot.clone()] };
+        let step = Step::DeregisterImage {
+            image_id: image.clone(),
+            region: region("us-east-1"),
+            snapshot_ids: vec![snapshot.clone()],
+        };
         run(&aws, &step).await;
-        let images: Vec<String> = images_in(&emulator, "us-east-1").await.iter().map(|i| i["ImageId"].as_str().unwrap().to_owned()).collect();
+        let images: Vec<String> =
+            images_in(&emulator, "us-east-1").await.iter().map(|i| i["ImageId"].as_str().unwrap().to_owned()).collect();
         assert!(!images.contains(&image) && images.contains(&kept), "{images:?}");
         let snapshots = python_json(
             &emulator,
@@ -420,7 +451,15 @@ fn deregistering_removes_the_image_and_its_snapshots_and_is_idempotent() {
         // Again: the image is gone (InvalidAMIID.Unavailable) and so is the snapshot (InvalidSnapshot.NotFound).
         run(&aws, &step).await;
         // And an image that never existed.
-        run(&aws, &Step::DeregisterImage { image_id: "ami-0123456789abcdef0".into(), region: region("us-east-1"), snapshot_ids: vec!["snap-0123456789abcdef0".into()] }).await;
+        run(
+            &aws,
+            &Step::DeregisterImage {
+                image_id: "ami-0123456789abcdef0".into(),
+                region: region("us-east-1"),
+                snapshot_ids: vec!["snap-0123456789abcdef0".into()],
+            },
+        )
+        .await;
     });
 }
 
@@ -470,7 +509,10 @@ fn images_in_use_by_instances_and_launch_templates_are_reported() {
             (by_latest.clone(), "launch template web-servers version 3".to_owned()),
         ]
         .into();
-        assert_eq!(live.images_in_use, expected, "version 1 ({older}) is neither default nor latest; {unused} and {terminated} are free");
+        assert_eq!(
+            live.images_in_use, expected,
+            "version 1 ({older}) is neither default nor latest; {unused} and {terminated} are free"
+        );
     });
 }
 
@@ -483,7 +525,11 @@ fn deprecation_and_protection_are_requested_and_their_errors_name_the_operation(
         // A time that is not RFC 3339 never reaches AWS.
         let before = emulator.request_count();
         let error = aws
-            .execute(&Step::EnableImageDeprecation { image_id: image.clone(), region: use1.clone(), deprecate_at: "next tuesday".into() })
+            .execute(&Step::EnableImageDeprecation {
+                image_id: image.clone(),
+                region: use1.clone(),
+                deprecate_at: "next tuesday".into(),
+            })
             .await
             .unwrap_err();
         assert!(error.message.contains("not an RFC 3339 time"), "{error}");
@@ -492,14 +538,29 @@ fn deprecation_and_protection_are_requested_and_their_errors_name_the_operation(
         // The emulator does not implement either API (HTTP 500): the requests are made, and the errors say which
         // operation on which image failed. Both at once: the SDK retries a 500 with backoff.
         let before = emulator.request_count();
-        let deprecate = Step::EnableImageDeprecation { image_id: image.clone(), region: use1.clone(), deprecate_at: "2031-01-01T00:00:00Z".into() };
+        let deprecate = Step::EnableImageDeprecation {
+            image_id: image.clone(),
+            region: use1.clone(),
+            deprecate_at: "2031-01-01T00:00:00Z".into(),
+        };
         let protect = Step::EnableDeregistrationProtection { image_id: image.clone(), region: use1.clone() };
         let (deprecation, protection) = tokio::join!(aws.execute(&deprecate), aws.execute(&protect));
         let deprecation = deprecation.unwrap_err();
-        assert!(deprecation.operation.starts_with(&format!("EnableImageDeprecation {image} in us-east-1 at 2031-01-01T00:00:00Z")), "{deprecation}");
+        assert!(
+            deprecation
+                .operation
+                .starts_with(&format!("EnableImageDeprecation {image} in us-east-1 at 2031-01-01T00:00:00Z")),
+            "{deprecation}"
+        );
         let protection = protection.unwrap_err();
-        assert!(protection.operation.starts_with(&format!("EnableImageDeregistrationProtection {image} in us-east-1")), "{protection}");
-        assert!(deprecation.message.contains("500") && protection.message.contains("500"), "{deprecation} / {protection}");
+        assert!(
+            protection.operation.starts_with(&format!("EnableImageDeregistrationProtection {image} in us-east-1")),
+            "{protection}"
+        );
+        assert!(
+            deprecation.message.contains("500") && protection.message.contains("500"),
+            "{deprecation} / {protection}"
+        );
         assert!(emulator.request_count() - before >= 2, "both requests reached the emulator");
     });
 }

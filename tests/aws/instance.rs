@@ -13,7 +13,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use imagectl::build::{self, script, BuildState, InstanceJob, InstanceResult, InstanceStatus, JobPackage, ReportKeys, ReportUrls};
+use imagectl::build::{
+    self, script, BuildState, InstanceJob, InstanceResult, InstanceStatus, JobPackage, ReportKeys, ReportUrls,
+};
 use imagectl::model::Platform;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -45,7 +47,10 @@ fn sandbox_available(test: &str) -> bool {
         match output.status.code() {
             Some(0) => Ok(()),
             Some(2) => Err(said),
-            _ => panic!("the instance sandbox is broken on this machine: {said}\n{}", String::from_utf8_lossy(&output.stderr)),
+            _ => panic!(
+                "the instance sandbox is broken on this machine: {said}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
         }
     });
     match check {
@@ -212,7 +217,12 @@ fn read_reports(emulator: &Emulator, keys: &ReportKeys) -> (InstanceResult, Vec<
     let prefix = keys.result.rsplit_once('/').unwrap().0.to_string() + "/";
     let objects = boto3(emulator, READ_REPORTS, &json!({"logs": LOGS_BUCKET, "prefix": prefix}));
     let versions = |key: &str| -> Vec<String> {
-        objects[key].as_array().unwrap_or_else(|| panic!("no {key} in S3: {objects:#}")).iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        objects[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in S3: {objects:#}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
     };
     let latest = |key: &str| versions(key).pop().unwrap();
     let result: InstanceResult = serde_json::from_str(&latest(&keys.result))
@@ -337,7 +347,11 @@ fn installer_that_succeeds_is_scanned_generalized_and_powered_off() {
     assert_eq!(states(&outcome), [BuildState::Building, BuildState::Scanning]);
 
     // The installer's output (arguments passed on, quotes intact) is in the log; the scan report has both scans.
-    assert!(outcome.log.contains("installing testapp with arguments: --accept-license --prefix=/opt/it's here"), "{}", outcome.log);
+    assert!(
+        outcome.log.contains("installing testapp with arguments: --accept-license --prefix=/opt/it's here"),
+        "{}",
+        outcome.log
+    );
     assert!(outcome.log.contains("testapp installed"), "{}", outcome.log);
     assert!(outcome.log.contains("imagectl: exit code 0, timed out false, reboot attempted false"), "{}", outcome.log);
     assert!(outcome.scan.contains("== built-in hygiene scan =="), "{}", outcome.scan);
@@ -375,8 +389,15 @@ fn installer_that_exits_3_is_issues_found_with_the_log_location() {
     assert!(!result.generalized);
     let (state, message) = outcome.judged();
     assert_eq!(state, BuildState::IssuesFound);
-    assert_eq!(message, "the installer exited with 3; log: s3://imagectl-test-logs/imagectl/builds/app-r1-00000003/install.log");
-    assert!(outcome.log.contains("unpacking") && outcome.log.contains("error: libfoo.so.2 not found"), "{}", outcome.log);
+    assert_eq!(
+        message,
+        "the installer exited with 3; log: s3://imagectl-test-logs/imagectl/builds/app-r1-00000003/install.log"
+    );
+    assert!(
+        outcome.log.contains("unpacking") && outcome.log.contains("error: libfoo.so.2 not found"),
+        "{}",
+        outcome.log
+    );
     assert_eq!(states(&outcome), [BuildState::Building]);
     assert!(outcome.scan.contains("the scan did not run"), "{}", outcome.scan);
     // Not generalized: the host's machine-id was never copied up, let alone emptied.
@@ -522,7 +543,10 @@ echo "installed, traces and all"
     assert!(!result.generalized, "a failed scan leaves the instance as it is, for inspection");
     let (state, message) = outcome.judged();
     assert_eq!(state, BuildState::IssuesFound);
-    assert!(message.starts_with("the scan found 5 issue(s): leftover SSH authorized keys: /root/.ssh/authorized_keys; "), "{message}");
+    assert!(
+        message.starts_with("the scan found 5 issue(s): leftover SSH authorized keys: /root/.ssh/authorized_keys; "),
+        "{message}"
+    );
     assert!(outcome.scan.contains("FINDING: shell history: /root/.bash_history"), "{}", outcome.scan);
     assert_eq!(states(&outcome), [BuildState::Building, BuildState::Scanning]);
 }
@@ -631,7 +655,11 @@ fn player_finds_and_plays_both_delivery_forms_from_the_emulator() {
         assert!(matches!(states[instance].as_str(), Some("stopping" | "stopped")), "{instance}: {states}");
     }
     // What was played is remembered, so that a restarted player plays nothing twice.
-    let played: Vec<String> = serde_json::from_str(&std::fs::read_to_string(workdir.join("played.json")).unwrap()).unwrap();
+    let played: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(workdir.join("played.json")).unwrap()).unwrap();
     assert_eq!(played.len(), 2, "{played:?}");
-    assert!(played.iter().any(|k| k.ends_with("/user-data")) && played.iter().any(|k| k.contains("/ssm-")), "{played:?}");
+    assert!(
+        played.iter().any(|k| k.ends_with("/user-data")) && played.iter().any(|k| k.contains("/ssm-")),
+        "{played:?}"
+    );
 }

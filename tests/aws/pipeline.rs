@@ -68,7 +68,8 @@ impl Pipeline {
         }
         let emulator = Emulator::start();
         let stack = reference_stack(&emulator);
-        let scratch = tempfile::Builder::new().prefix("imagectl-pipeline-").tempdir().expect("create a scratch directory");
+        let scratch =
+            tempfile::Builder::new().prefix("imagectl-pipeline-").tempdir().expect("create a scratch directory");
         Some(Pipeline { player: None, emulator, stack, scratch })
     }
 
@@ -149,14 +150,23 @@ print(json.dumps({'instances': instances, 'images': images, 'objects': objects})
             if done(&account) {
                 return account;
             }
-            assert!(Instant::now() < deadline, "waited {PATIENCE:?} for {what}:\n{account:#?}\n--- player\n{}", self.player_log());
+            assert!(
+                Instant::now() < deadline,
+                "waited {PATIENCE:?} for {what}:\n{account:#?}\n--- player\n{}",
+                self.player_log()
+            );
             thread::sleep(Duration::from_millis(250));
         }
     }
 
     /// An object of the logs bucket, as text.
     fn log_object(&self, key: &str) -> String {
-        python(&self.emulator, &format!("print(boto3.client('s3').get_object(Bucket='{LOGS}', Key='{key}')['Body'].read().decode(), end='')"))
+        python(
+            &self.emulator,
+            &format!(
+                "print(boto3.client('s3').get_object(Bucket='{LOGS}', Key='{key}')['Body'].read().decode(), end='')"
+            ),
+        )
     }
 
     /// The image's notifications published since the last call (drained from the queue), oldest first: the JSON
@@ -234,7 +244,10 @@ impl Account {
 
     /// The build instances of `resource` (`PrivateImage/…`; `PackageGroup/…` for its test builds).
     fn builds_of(&self, resource: &str) -> Vec<&Instance> {
-        self.instances.iter().filter(|i| i.tags.get("imagectl:resource").map(String::as_str) == Some(resource)).collect()
+        self.instances
+            .iter()
+            .filter(|i| i.tags.get("imagectl:resource").map(String::as_str) == Some(resource))
+            .collect()
     }
 
     /// The one build instance of `resource`, and its build ID; the test fails if there are more, or none.
@@ -290,7 +303,10 @@ impl Drop for Background {
 #[track_caller]
 fn change_of<'p>(plan: &'p Value, resource: &str) -> &'p Value {
     let changes = plan["changes"].as_array().expect("a JSON plan");
-    changes.iter().find(|c| c["resource"] == resource).unwrap_or_else(|| panic!("the plan changes {resource}: {plan:#}"))
+    changes
+        .iter()
+        .find(|c| c["resource"] == resource)
+        .unwrap_or_else(|| panic!("the plan changes {resource}: {plan:#}"))
 }
 
 /// A field's new value in a change.
@@ -346,7 +362,8 @@ fn reference_stack_builds_its_image_publishes_each_state_and_converges() {
     };
     let plan = pipeline.imagectl(&["plan"]).expect(0);
     let changes = plan.changes();
-    let builds = [format!("+ {GROUP_RESOURCE}"), format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")];
+    let builds =
+        [format!("+ {GROUP_RESOURCE}"), format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")];
     assert_eq!(changes[changes.len() - builds.len()..], builds, "{plan}");
     plan.shows("Plan: 10 to create, 0 to update, 0 to replace, 0 to delete.");
     assert_output_snapshot("build-plan-text", from_line(&plan.stdout, &format!("+ {GROUP_RESOURCE} ")));
@@ -391,8 +408,12 @@ fn reference_stack_builds_its_image_publishes_each_state_and_converges() {
     assert!(account.logs().contains(&format!("imagectl/builds/{test_build}/result.json")), "{:#?}", account.logs());
     let log = pipeline.log_object(&format!("{prefix}install.log"));
     assert!(log.contains("acme-agent installed in /opt/acme"), "{log}");
-    let result: Value = serde_json::from_str(&pipeline.log_object(&format!("{prefix}result.json"))).expect("result.json");
-    assert_eq!((&result["exitCode"], &result["scan"]["passed"], &result["generalized"]), (&json!(0), &json!(true), &json!(true)));
+    let result: Value =
+        serde_json::from_str(&pipeline.log_object(&format!("{prefix}result.json"))).expect("result.json");
+    assert_eq!(
+        (&result["exitCode"], &result["scan"]["passed"], &result["generalized"]),
+        (&json!(0), &json!(true), &json!(true))
+    );
 
     // Every state of the image's build was published, as the seller guide names them.
     let published = pipeline.notifications();
@@ -413,7 +434,10 @@ fn reference_stack_builds_its_image_publishes_each_state_and_converges() {
     let created = status["images"][0]["current"]["created"].clone();
     assert!(created.as_str().is_some_and(|c| c.starts_with("20")), "{status:#}");
     let current = json!({"imageId": image.id, "name": image.name, "revision": 1, "created": created});
-    assert_eq!(status["images"], json!([{"resource": IMAGE, "region": REGION, "current": current, "latestBuild": null}]));
+    assert_eq!(
+        status["images"],
+        json!([{"resource": IMAGE, "region": REGION, "current": current, "latestBuild": null}])
+    );
     let group = &status["packageGroups"][0];
     assert_eq!((&group["resource"], &group["state"]), (&json!(GROUP_RESOURCE), &json!("Successful")), "{status:#}");
     assert_eq!(group["builds"][0]["buildId"], test_build);
@@ -485,7 +509,9 @@ fn new_package_bytes_are_refused_under_the_same_group_name_and_build_revision_2_
 
 #[test]
 fn changing_only_the_image_tags_retags_the_ami_in_place() {
-    let Some(pipeline) = Pipeline::start("changing_only_the_image_tags_retags_the_ami_in_place") else { return };
+    let Some(pipeline) = Pipeline::start("changing_only_the_image_tags_retags_the_ami_in_place") else {
+        return;
+    };
     let image = pipeline.built();
     pipeline.stack.edit("images.yaml", "tags: {tier: web}", "tags: {tier: frontend, owner: web-team}");
 
@@ -495,7 +521,10 @@ fn changing_only_the_image_tags_retags_the_ami_in_place() {
     assert_output_snapshot("retag-plan-text", &plan.stdout);
     let json = pipeline.imagectl(&["plan", "--output", "json"]).expect(0).json();
     let steps = change_of(&json, IMAGE)["steps"].as_array().expect("steps").clone();
-    assert!(!steps.is_empty() && steps.iter().all(|s| !s.as_str().unwrap().starts_with("build")), "no build: {steps:?}");
+    assert!(
+        !steps.is_empty() && steps.iter().all(|s| !s.as_str().unwrap().starts_with("build")),
+        "no build: {steps:?}"
+    );
 
     let apply = pipeline.apply(0, &[]);
     apply.shows("PrivateImage/web-base: updated (");
@@ -513,9 +542,9 @@ fn changing_only_the_image_tags_retags_the_ami_in_place() {
 
 #[test]
 fn apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_one_image() {
-    let Some(mut pipeline) =
-        Pipeline::without_player("apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_one_image")
-    else {
+    let Some(mut pipeline) = Pipeline::without_player(
+        "apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_one_image",
+    ) else {
         return;
     };
     // Nothing plays the instances yet: the apply launches them, then waits for results that cannot come.
@@ -532,7 +561,10 @@ fn apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_on
     status.shows(&format!("logs: s3://{LOGS}/imagectl/builds/{build_id}/"));
     assert_output_snapshot("status-building", &status.stdout);
     let plan = pipeline.imagectl(&["plan", "--output", "json"]).expect(0).json();
-    assert_eq!(plan["summary"]["create"], 3, "the builds and the published ID; the rest was done before the kill: {plan:#}");
+    assert_eq!(
+        plan["summary"]["create"], 3,
+        "the builds and the published ID; the rest was done before the kill: {plan:#}"
+    );
     let change = change_of(&plan, IMAGE);
     assert_eq!(change["reason"], format!("resumes build {build_id}, in progress"));
     assert_eq!(after(change, "build"), build_id);
@@ -540,7 +572,11 @@ fn apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_on
 
     pipeline.start_player();
     let resumed = pipeline.apply(0, &[]);
-    assert_eq!(resumed.changes(), [format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")], "{resumed}");
+    assert_eq!(
+        resumed.changes(),
+        [format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")],
+        "{resumed}"
+    );
     resumed.shows("PrivateImage/web-base: created (");
     resumed.shows("Apply complete: 3 done.");
 
@@ -556,7 +592,11 @@ fn apply_killed_mid_build_is_finished_by_the_next_apply_with_one_instance_and_on
     let published = pipeline.notifications();
     let states = states(&published);
     assert!(states.iter().filter(|s| **s == "Building").count() <= 1, "{published:#?}");
-    assert_eq!(states.iter().filter(|s| **s != "Building").collect::<Vec<_>>(), [&"Scanning", &"Successful"], "{published:#?}");
+    assert_eq!(
+        states.iter().filter(|s| **s != "Building").collect::<Vec<_>>(),
+        [&"Scanning", &"Successful"],
+        "{published:#?}"
+    );
     assert_eq!(published.last().unwrap()["imageId"], image.id);
     pipeline.assert_converged();
 }
@@ -587,14 +627,20 @@ fn apply_no_wait_returns_while_the_build_runs_and_a_later_apply_captures_the_ima
     pipeline.start_player();
     pipeline.wait_for("the build instances to power off", |a| a.build_instances().iter().all(|i| i.state == "stopped"));
     let status = pipeline.imagectl(&["status"]).expect(0);
-    status.shows(&format!("build {build_id}: Scanning — installed and scanned; instance stopped, waiting to be captured"));
+    status.shows(&format!(
+        "build {build_id}: Scanning — installed and scanned; instance stopped, waiting to be captured"
+    ));
     assert_output_snapshot("status-waiting-to-be-captured", &status.stdout);
     let json = pipeline.imagectl(&["status", "--output", "json"]).expect(0).json();
     assert_eq!(json["images"][0]["latestBuild"]["state"], "Scanning");
     assert_eq!(json["images"][0]["latestBuild"]["instance"], instance.id);
 
     let captured = pipeline.apply(0, &[]);
-    assert_eq!(captured.changes(), [format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")], "{captured}");
+    assert_eq!(
+        captured.changes(),
+        [format!("+ {TEST_BUILD}"), format!("+ {IMAGE}"), format!("+ {IMAGE}/publish")],
+        "{captured}"
+    );
     captured.shows("Apply complete: 3 done.");
     let account = pipeline.account();
     let [image] = &account.images[..] else { panic!("one image expected: {account:#?}") };

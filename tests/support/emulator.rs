@@ -23,11 +23,8 @@ impl Emulator {
     /// Starts a fresh emulator and waits until it answers.
     pub fn start() -> Emulator {
         let server = moto_server_path();
-        let log = tempfile::Builder::new()
-            .prefix("moto-")
-            .suffix(".log")
-            .tempfile()
-            .expect("create the emulator's log file");
+        let log =
+            tempfile::Builder::new().prefix("moto-").suffix(".log").tempfile().expect("create the emulator's log file");
         // Port 0: the server binds a free port itself and reports it in its log. Picking a port
         // here and handing it over would race with the other tests starting emulators in parallel.
         let child = Command::new(&server)
@@ -40,11 +37,7 @@ impl Emulator {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", server.display()));
         // Owned from here on, so that a panic below still kills the process.
-        let mut emulator = Emulator {
-            child,
-            port: 0,
-            log,
-        };
+        let mut emulator = Emulator { child, port: 0, log };
         emulator.wait_until_ready();
         emulator
     }
@@ -104,30 +97,21 @@ impl Emulator {
     pub fn request_count(&self) -> usize {
         self.log_text()
             .lines()
-            .filter(|line| {
-                line.contains("] \"") && line.contains(" HTTP/1.") && !line.contains(" /moto-api/")
-            })
+            .filter(|line| line.contains("] \"") && line.contains(" HTTP/1.") && !line.contains(" /moto-api/"))
             .count()
     }
 
     /// A minimal HTTP/1.0 request to the emulator: returns the status code and the body.
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        try_http(self.port, method, path).unwrap_or_else(|e| {
-            panic!(
-                "{method} {path} to the emulator failed: {e}\n{}",
-                self.log_tail()
-            )
-        })
+        try_http(self.port, method, path)
+            .unwrap_or_else(|e| panic!("{method} {path} to the emulator failed: {e}\n{}", self.log_tail()))
     }
 
     fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("poll moto_server") {
-                panic!(
-                    "moto_server exited during startup ({status}):\n{}",
-                    self.log_tail()
-                );
+                panic!("moto_server exited during startup ({status}):\n{}", self.log_tail());
             }
             if self.port == 0 {
                 self.port = reported_port(&self.log_text()).unwrap_or(0);
@@ -136,19 +120,14 @@ impl Emulator {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "moto_server not ready after {READY_TIMEOUT:?}:\n{}",
-                    self.log_tail()
-                );
+                panic!("moto_server not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
             }
             thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn log_text(&self) -> String {
-        fs::read(self.log.path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(self.log.path()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     fn log_tail(&self) -> String {
@@ -192,10 +171,7 @@ fn try_http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
     // HTTP/1.0: the server closes the connection after the response, so reading to EOF is enough.
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
-    )?;
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n")?;
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     let response = String::from_utf8_lossy(&bytes);
@@ -204,9 +180,6 @@ fn try_http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_string();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
     Ok((status, body))
 }

@@ -3,6 +3,7 @@
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
+pub mod boto3;
 pub mod emulator;
 pub mod player;
 pub mod sdk;

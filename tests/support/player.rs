@@ -27,7 +27,8 @@ impl Player {
     pub fn available(test: &str) -> bool {
         static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
         let check = CHECK.get_or_init(|| {
-            let output = Command::new(python()).arg(script()).arg("check").output().expect("run instance_player.py check");
+            let output =
+                Command::new(python()).arg(script()).arg("check").output().expect("run instance_player.py check");
             let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
             match output.status.code() {
                 Some(0) => Ok(()),

@@ -47,8 +47,11 @@ where
     let emulator = Arc::new(Emulator::start());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let options =
-            ConnectOptions { region: Some("us-east-1".into()), endpoint_url: Some(emulator.endpoint_url()), profile: None };
+        let options = ConnectOptions {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(emulator.endpoint_url()),
+            profile: None,
+        };
         let aws = Aws::connect(&options).await.expect("connect to the emulator");
         test(emulator.clone(), aws).await;
     });

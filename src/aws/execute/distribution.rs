@@ -82,7 +82,8 @@ pub(super) async fn copy_image(aws: &Aws, copy: &Copy<'_>) -> Result<(), AwsErro
         .client_token(copy.client_token);
     if !tags.is_empty() {
         for resource_type in [ResourceType::Image, ResourceType::Snapshot] {
-            let spec = TagSpecification::builder().resource_type(resource_type).set_tags(Some(ec2_sdk_tags(&tags))).build();
+            let spec =
+                TagSpecification::builder().resource_type(resource_type).set_tags(Some(ec2_sdk_tags(&tags))).build();
             request = request.tag_specifications(spec);
         }
     }
@@ -147,7 +148,8 @@ async fn find_named(
     operation: &str,
 ) -> Result<Option<Image>, AwsError> {
     let region = copy.region.as_str();
-    let found = owned_images(aws, region, vec![ec2_filter("name", [copy.name])], &format!("name={}", copy.name)).await?;
+    let found =
+        owned_images(aws, region, vec![ec2_filter("name", [copy.name])], &format!("name={}", copy.name)).await?;
     let found = remove_failed(aws, copy, found).await?;
     let Some(image) = single(found, &format!("the image named {}", copy.name), copy.region, operation)? else {
         return Ok(None);
@@ -254,7 +256,10 @@ async fn wait_available(aws: &Aws, region: &str, image_id: &str, operation: &str
             return Err(AwsError::new(
                 operation,
                 None,
-                format!("image {image_id} in {region} was not available within {} hours; apply again to keep waiting", COPY_WINDOW.as_secs() / 3600),
+                format!(
+                    "image {image_id} in {region} was not available within {} hours; apply again to keep waiting",
+                    COPY_WINDOW.as_secs() / 3600
+                ),
             ));
         }
         tokio::time::sleep(pause).await;
@@ -269,7 +274,9 @@ async fn remove_failed(aws: &Aws, copy: &Copy<'_>, images: Vec<Image>) -> Result
     for image in images {
         if is_usable(&image) {
             kept.push(image);
-        } else if image.state() != Some(&ImageState::Deregistered) && check_owner("", copy.tags, &ec2_tags(image.tags())).is_ok() {
+        } else if image.state() != Some(&ImageState::Deregistered)
+            && check_owner("", copy.tags, &ec2_tags(image.tags())).is_ok()
+        {
             let id = image.image_id().unwrap_or_default();
             tracing::info!("removing failed copy {id} in {}", copy.region);
             delete_image(aws, copy.region.as_str(), id, &snapshot_ids(&image)).await?;
@@ -297,14 +304,16 @@ pub(super) async fn set_launch_permissions(
     if !remove.is_empty() {
         changes = changes.set_remove(Some(launch_permissions(remove)));
     }
-    let request = aws.ec2(region.as_str()).modify_image_attribute().image_id(&image_id).launch_permission(changes.build());
+    let request =
+        aws.ec2(region.as_str()).modify_image_attribute().image_id(&image_id).launch_permission(changes.build());
     request.send().await.during(format_args!("ModifyImageAttribute {image_id} launchPermission")).map(drop)
 }
 
 fn launch_permissions(set: &LaunchPermissions) -> Vec<LaunchPermission> {
     let accounts = set.accounts.iter().map(|a| LaunchPermission::builder().user_id(a).build());
     let organizations = set.organizations.iter().map(|arn| LaunchPermission::builder().organization_arn(arn).build());
-    let units = set.organizational_units.iter().map(|arn| LaunchPermission::builder().organizational_unit_arn(arn).build());
+    let units =
+        set.organizational_units.iter().map(|arn| LaunchPermission::builder().organizational_unit_arn(arn).build());
     let public = set.public.then(|| LaunchPermission::builder().group(PermissionGroup::All).build());
     accounts.chain(organizations).chain(units).chain(public).collect()
 }
@@ -336,19 +345,21 @@ pub(super) async fn set_snapshot_permissions(
                 .attribute(SnapshotAttributeName::CreateVolumePermission)
                 .operation_type(operation_type.clone())
                 .set_user_ids(Some(accounts.to_vec()));
-            request
-                .send()
-                .await
-                .during(format_args!(
-                    "ModifySnapshotAttribute {snapshot} ({image_id}) createVolumePermission {}",
-                    operation_type.as_str()
-                ))?;
+            request.send().await.during(format_args!(
+                "ModifySnapshotAttribute {snapshot} ({image_id}) createVolumePermission {}",
+                operation_type.as_str()
+            ))?;
         }
     }
     Ok(())
 }
 
-pub(super) async fn put_image_parameter(aws: &Aws, name: &str, region: &Region, image: &ImageRef) -> Result<(), AwsError> {
+pub(super) async fn put_image_parameter(
+    aws: &Aws,
+    name: &str,
+    region: &Region,
+    image: &ImageRef,
+) -> Result<(), AwsError> {
     let operation = format!("PutParameter {name} in {region}");
     let image_id = resolve_id(aws, image, region, &operation).await?;
     let request = aws
@@ -362,7 +373,12 @@ pub(super) async fn put_image_parameter(aws: &Aws, name: &str, region: &Region, 
     request.send().await.during(format_args!("{operation} = {image_id}")).map(drop)
 }
 
-pub(super) async fn deregister_image(aws: &Aws, image_id: &str, region: &Region, snapshot_ids: &[String]) -> Result<(), AwsError> {
+pub(super) async fn deregister_image(
+    aws: &Aws,
+    image_id: &str,
+    region: &Region,
+    snapshot_ids: &[String],
+) -> Result<(), AwsError> {
     delete_image(aws, region.as_str(), image_id, snapshot_ids).await
 }
 
@@ -377,7 +393,8 @@ async fn delete_image(aws: &Aws, region: &str, image_id: &str, snapshots: &[Stri
         let mut attempt = 1;
         loop {
             let request = ec2.delete_snapshot().snapshot_id(snapshot);
-            let answer = request.send().await.during(format_args!("DeleteSnapshot {snapshot} (of {image_id}) in {region}"));
+            let answer =
+                request.send().await.during(format_args!("DeleteSnapshot {snapshot} (of {image_id}) in {region}"));
             match answer.absent_on(SNAPSHOT_GONE) {
                 Ok(_) => break,
                 // The image's deregistration takes a moment to release its snapshots.
@@ -393,17 +410,28 @@ async fn delete_image(aws: &Aws, region: &str, image_id: &str, snapshots: &[Stri
     Ok(())
 }
 
-pub(super) async fn enable_image_deprecation(aws: &Aws, image_id: &str, region: &Region, deprecate_at: &str) -> Result<(), AwsError> {
+pub(super) async fn enable_image_deprecation(
+    aws: &Aws,
+    image_id: &str,
+    region: &Region,
+    deprecate_at: &str,
+) -> Result<(), AwsError> {
     let operation = format!("EnableImageDeprecation {image_id} in {region} at {deprecate_at}");
-    let at = DateTime::from_str(deprecate_at, DateTimeFormat::DateTime)
-        .map_err(|e| AwsError::new(&operation, None, format!("invalid request: {deprecate_at:?} is not an RFC 3339 time: {e}")))?;
+    let at = DateTime::from_str(deprecate_at, DateTimeFormat::DateTime).map_err(|e| {
+        AwsError::new(&operation, None, format!("invalid request: {deprecate_at:?} is not an RFC 3339 time: {e}"))
+    })?;
     let request = aws.ec2(region.as_str()).enable_image_deprecation().image_id(image_id).deprecate_at(at);
     request.send().await.during(&operation).map(drop)
 }
 
-pub(super) async fn enable_deregistration_protection(aws: &Aws, image_id: &str, region: &Region) -> Result<(), AwsError> {
+pub(super) async fn enable_deregistration_protection(
+    aws: &Aws,
+    image_id: &str,
+    region: &Region,
+) -> Result<(), AwsError> {
     // Without the 24-hour cooldown: retention turns protection off before it deregisters, and plans that itself.
-    let request = aws.ec2(region.as_str()).enable_image_deregistration_protection().image_id(image_id).with_cooldown(false);
+    let request =
+        aws.ec2(region.as_str()).enable_image_deregistration_protection().image_id(image_id).with_cooldown(false);
     request.send().await.during(format_args!("EnableImageDeregistrationProtection {image_id} in {region}")).map(drop)
 }
 
@@ -423,7 +451,8 @@ async fn resolve_image(aws: &Aws, image: &ImageRef, region: &Region, operation: 
     let (found, looked_for) = match image {
         ImageRef::Id(id) => {
             let request = aws.ec2(name).describe_images().image_ids(id);
-            let answer = request.send().await.during(format_args!("DescribeImages {id} in {region}")).absent_on(IMAGE_GONE)?;
+            let answer =
+                request.send().await.during(format_args!("DescribeImages {id} in {region}")).absent_on(IMAGE_GONE)?;
             (answer.map(|a| a.images().to_vec()).unwrap_or_default(), format!("image {id}"))
         }
         ImageRef::Build { build_id } => {
@@ -478,11 +507,18 @@ fn is_usable(image: &Image) -> bool {
 }
 
 /// Tags resources just made, retrying while AWS does not know them yet.
-async fn create_tags(aws: &Aws, region: &str, resources: Vec<String>, tags: &Tags, operation: &str) -> Result<(), AwsError> {
+async fn create_tags(
+    aws: &Aws,
+    region: &str,
+    resources: Vec<String>,
+    tags: &Tags,
+    operation: &str,
+) -> Result<(), AwsError> {
     let mut pause = Duration::from_secs(1);
     let mut attempt = 1;
     loop {
-        let request = aws.ec2(region).create_tags().set_resources(Some(resources.clone())).set_tags(Some(ec2_sdk_tags(tags)));
+        let request =
+            aws.ec2(region).create_tags().set_resources(Some(resources.clone())).set_tags(Some(ec2_sdk_tags(tags)));
         let answer = request.send().await.during(operation);
         match answer {
             Ok(_) => return Ok(()),
@@ -518,8 +554,11 @@ mod tests {
     fn source_image_tag_names_the_resolved_ami() {
         let source = ImageRef::Build { build_id: "web-r1-aaaaaaaa".into() };
         let regions = (Region::parse("us-east-1").unwrap(), Region::parse("eu-west-1").unwrap());
-        let step_tags: Tags =
-            [(tags::SOURCE_IMAGE.to_owned(), "us-east-1:web-r1-aaaaaaaa".to_owned()), ("team".to_owned(), "a".to_owned())].into();
+        let step_tags: Tags = [
+            (tags::SOURCE_IMAGE.to_owned(), "us-east-1:web-r1-aaaaaaaa".to_owned()),
+            ("team".to_owned(), "a".to_owned()),
+        ]
+        .into();
         let c = copy(&source, &regions, &step_tags);
         assert_eq!(copy_tags(&c, Some("ami-1"), None)[tags::SOURCE_IMAGE], "us-east-1:ami-1");
         let existing: Tags = [(tags::SOURCE_IMAGE.to_owned(), "us-east-1:ami-0".to_owned())].into();

@@ -118,7 +118,9 @@ pub(super) async fn execute(aws: &Aws, step: &Step) -> Result<(), AwsError> {
         Step::SetSnapshotPermissions { image, region, add, remove } => {
             distribution::set_snapshot_permissions(aws, image, region, add, remove).await
         }
-        Step::PutImageParameter { name, region, image } => distribution::put_image_parameter(aws, name, region, image).await,
+        Step::PutImageParameter { name, region, image } => {
+            distribution::put_image_parameter(aws, name, region, image).await
+        }
         Step::DeregisterImage { image_id, region, snapshot_ids } => {
             distribution::deregister_image(aws, image_id, region, snapshot_ids).await
         }

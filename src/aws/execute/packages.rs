@@ -102,7 +102,11 @@ pub(super) async fn bind_package_group(
     let existing = get_object_with(&client, bucket, key).await?;
     let existing: PackageGroupRecord = match existing {
         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            AwsError::new(&operation, error.code.as_deref(), format!("s3://{bucket}/{key} exists but is not a package-group record: {e}"))
+            AwsError::new(
+                &operation,
+                error.code.as_deref(),
+                format!("s3://{bucket}/{key} exists but is not a package-group record: {e}"),
+            )
         })?,
         // Answered 409 and the other write did not land (or the record was deleted by hand): write again once.
         None => {

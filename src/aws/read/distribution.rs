@@ -45,23 +45,24 @@ pub(super) struct DistributionState {
 }
 
 /// The parameters of `scope.parameters` that exist: region → name → value.
-pub(super) async fn parameters(aws: &Aws, scope: &ReadScope) -> Result<BTreeMap<Region, BTreeMap<String, String>>, AwsError> {
+pub(super) async fn parameters(
+    aws: &Aws,
+    scope: &ReadScope,
+) -> Result<BTreeMap<Region, BTreeMap<String, String>>, AwsError> {
     let batches = scope.parameters.iter().flat_map(|(region, names)| {
         let names: Vec<&String> = names.iter().collect();
         names.chunks(PARAMETERS_PER_CALL).map(|chunk| (region, chunk.to_vec())).collect::<Vec<_>>()
     });
     let answers = try_join_all(batches.map(|(region, names)| async move {
-        let request = aws.ssm(region.as_str()).get_parameters().set_names(Some(names.iter().map(|n| n.to_string()).collect()));
-        let answer = aws
-            .limited(request.send())
-            .await
-            .during(format_args!("GetParameters {region} {}", names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" ")))?;
+        let request =
+            aws.ssm(region.as_str()).get_parameters().set_names(Some(names.iter().map(|n| n.to_string()).collect()));
+        let answer = aws.limited(request.send()).await.during(format_args!(
+            "GetParameters {region} {}",
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" ")
+        ))?;
         // Names that do not exist are listed in InvalidParameters, not an error: they are simply absent.
-        let found: Vec<(String, String)> = answer
-            .parameters()
-            .iter()
-            .filter_map(|p| Some((p.name()?.to_owned(), p.value()?.to_owned())))
-            .collect();
+        let found: Vec<(String, String)> =
+            answer.parameters().iter().filter_map(|p| Some((p.name()?.to_owned(), p.value()?.to_owned()))).collect();
         Ok::<_, AwsError>((region, found))
     }))
     .await?;
@@ -109,7 +110,9 @@ async fn permissions(aws: &Aws, images: &[LiveImage]) -> Result<Permissions, Aws
             .await
             .during(format_args!("DescribeImageAttribute {} launchPermission", image.id))
             .absent_on(IMAGE_GONE)?;
-        let Some(answer) = answer else { return Ok(None) };
+        let Some(answer) = answer else {
+            return Ok(None);
+        };
         let mut permissions = LaunchPermissions::default();
         for permission in answer.launch_permissions() {
             if let Some(account) = permission.user_id() {
@@ -127,24 +130,28 @@ async fn permissions(aws: &Aws, images: &[LiveImage]) -> Result<Permissions, Aws
         }
         Ok::<_, AwsError>(Some((image.id.clone(), permissions)))
     }));
-    let snapshots = try_join_all(images.iter().flat_map(|image| image.snapshot_ids.iter().map(move |s| (image, s))).map(
-        |(image, snapshot)| async move {
-            let request = aws
-                .ec2(image.region.as_str())
-                .describe_snapshot_attribute()
-                .snapshot_id(snapshot)
-                .attribute(SnapshotAttributeName::CreateVolumePermission);
-            let answer = aws
-                .limited(request.send())
-                .await
-                .during(format_args!("DescribeSnapshotAttribute {snapshot} createVolumePermission"))
-                .absent_on(SNAPSHOT_GONE)?;
-            let Some(answer) = answer else { return Ok(None) };
-            // Accounts only: a public snapshot (group `all`) is not something imagectl shares.
-            let accounts = answer.create_volume_permissions().iter().filter_map(|p| p.user_id()).map(str::to_owned).collect();
-            Ok::<_, AwsError>(Some((snapshot.clone(), accounts)))
-        },
-    ));
+    let snapshots =
+        try_join_all(images.iter().flat_map(|image| image.snapshot_ids.iter().map(move |s| (image, s))).map(
+            |(image, snapshot)| async move {
+                let request = aws
+                    .ec2(image.region.as_str())
+                    .describe_snapshot_attribute()
+                    .snapshot_id(snapshot)
+                    .attribute(SnapshotAttributeName::CreateVolumePermission);
+                let answer = aws
+                    .limited(request.send())
+                    .await
+                    .during(format_args!("DescribeSnapshotAttribute {snapshot} createVolumePermission"))
+                    .absent_on(SNAPSHOT_GONE)?;
+                let Some(answer) = answer else {
+                    return Ok(None);
+                };
+                // Accounts only: a public snapshot (group `all`) is not something imagectl shares.
+                let accounts =
+                    answer.create_volume_permissions().iter().filter_map(|p| p.user_id()).map(str::to_owned).collect();
+                Ok::<_, AwsError>(Some((snapshot.clone(), accounts)))
+            },
+        ));
     let (launch, snapshots) = tokio::try_join!(launch, snapshots)?;
     Ok((launch.into_iter().flatten().collect(), snapshots.into_iter().flatten().collect()))
 }
@@ -157,7 +164,8 @@ async fn usage(aws: &Aws, images: &[LiveImage]) -> Result<BTreeMap<String, Strin
         by_region.entry(&image.region).or_default().insert(&image.id);
     }
     let per_region = try_join_all(by_region.into_iter().map(|(region, ids)| async move {
-        let (instances, templates) = tokio::try_join!(instances_using(aws, region, &ids), templates_using(aws, region, &ids))?;
+        let (instances, templates) =
+            tokio::try_join!(instances_using(aws, region, &ids), templates_using(aws, region, &ids))?;
         Ok::<_, AwsError>((instances, templates))
     }))
     .await?;
@@ -184,7 +192,9 @@ async fn instances_using(aws: &Aws, region: &Region, ids: &BTreeSet<&str>) -> Re
         while let Some(page) = aws.limited(pages.next()).await {
             let page = page.during(format_args!("DescribeInstances {region} image-id"))?;
             for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                let (Some(image), Some(id)) = (instance.image_id(), instance.instance_id()) else { continue };
+                let (Some(image), Some(id)) = (instance.image_id(), instance.instance_id()) else {
+                    continue;
+                };
                 if !chunk.contains(&image) {
                     continue;
                 }
@@ -218,7 +228,9 @@ async fn templates_using(aws: &Aws, region: &Region, ids: &BTreeSet<&str>) -> Re
         while let Some(page) = aws.limited(pages.next()).await {
             let page = page.during(format_args!("DescribeLaunchTemplateVersions {region} $Default $Latest"))?;
             for version in page.launch_template_versions() {
-                let Some(image) = version.launch_template_data().and_then(|d| d.image_id()) else { continue };
+                let Some(image) = version.launch_template_data().and_then(|d| d.image_id()) else {
+                    continue;
+                };
                 if !chunk.contains(&image) {
                     continue;
                 }

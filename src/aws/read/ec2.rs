@@ -16,7 +16,8 @@ use crate::model::{AmiId, Region, Tags};
 
 /// The states of an instance that still exists (not `terminated`): a build instance in any of them is a build in
 /// progress, or one that stopped and waits to be captured.
-pub(in crate::aws) const LIVE_INSTANCE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+pub(in crate::aws) const LIVE_INSTANCE_STATES: [&str; 5] =
+    ["pending", "running", "stopping", "stopped", "shutting-down"];
 /// `GetParameters` takes at most 10 names.
 const PARAMETERS_PER_CALL: usize = 10;
 /// Filter values per `DescribeImages` filter: AWS allows 200.
@@ -30,10 +31,8 @@ pub(super) struct Ec2State {
 
 pub(super) async fn read(aws: &Aws, scope: &ReadScope) -> Result<Ec2State, AwsError> {
     let owned = try_join_all(scope.regions.iter().map(|region| async move {
-        let (images, instances) = tokio::try_join!(
-            owned_images(aws, region, &scope.stack),
-            build_instances(aws, region, &scope.stack)
-        )?;
+        let (images, instances) =
+            tokio::try_join!(owned_images(aws, region, &scope.stack), build_instances(aws, region, &scope.stack))?;
         Ok::<_, AwsError>((images, instances))
     }));
     let mut by_region: BTreeMap<&Region, Vec<&BaseImageQuery>> = BTreeMap::new();
@@ -47,7 +46,11 @@ pub(super) async fn read(aws: &Aws, scope: &ReadScope) -> Result<Ec2State, AwsEr
     }
     let bases = try_join_all(by_region.into_iter().map(|(region, queries)| base_images(aws, region, queries)));
     let (owned, bases) = tokio::try_join!(owned, bases)?;
-    let mut state = Ec2State { base_images: bases.into_iter().flatten().collect(), images: Vec::new(), build_instances: Vec::new() };
+    let mut state = Ec2State {
+        base_images: bases.into_iter().flatten().collect(),
+        images: Vec::new(),
+        build_instances: Vec::new(),
+    };
     for (images, instances) in owned {
         state.images.extend(images);
         state.build_instances.extend(instances);
@@ -120,14 +123,22 @@ async fn base_images(
     let by_id = async {
         let names: Vec<&str> = parameters.keys().copied().collect();
         let answers = try_join_all(names.chunks(PARAMETERS_PER_CALL).map(|chunk| async move {
-            let request = aws.ssm(region.as_str()).get_parameters().set_names(Some(chunk.iter().map(|n| n.to_string()).collect()));
-            let answer = aws.limited(request.send()).await.during(format_args!("GetParameters {region} {}", chunk.join(" ")))?;
+            let request = aws
+                .ssm(region.as_str())
+                .get_parameters()
+                .set_names(Some(chunk.iter().map(|n| n.to_string()).collect()));
+            let answer =
+                aws.limited(request.send()).await.during(format_args!("GetParameters {region} {}", chunk.join(" ")))?;
             Ok::<_, AwsError>(answer)
         }))
         .await?;
         for parameter in answers.iter().flat_map(|a| a.parameters()) {
-            let (Some(name), Some(value)) = (parameter.name(), parameter.value()) else { continue };
-            let Some(key) = parameters.get(name) else { continue };
+            let (Some(name), Some(value)) = (parameter.name(), parameter.value()) else {
+                continue;
+            };
+            let Some(key) = parameters.get(name) else {
+                continue;
+            };
             match AmiId::parse(value.trim()) {
                 Ok(id) => ids.entry(id.to_string()).or_default().push(key.clone()),
                 Err(_) => tracing::warn!("SSM parameter {name} in {region} does not hold an AMI ID: {value:?}"),
@@ -137,7 +148,10 @@ async fn base_images(
         let answers = try_join_all(wanted.chunks(IDS_PER_CALL).map(|chunk| async move {
             // A filter rather than ImageIds: an ID that does not exist (or is not visible) is simply not returned,
             // where ImageIds fails the whole call.
-            let request = aws.ec2(region.as_str()).describe_images().filters(filter("image-id", chunk.iter().map(|s| s.as_str())));
+            let request = aws
+                .ec2(region.as_str())
+                .describe_images()
+                .filters(filter("image-id", chunk.iter().map(|s| s.as_str())));
             let answer = aws.limited(request.send()).await.during(format_args!("DescribeImages {region} image-id"))?;
             Ok::<_, AwsError>(answer)
         }))
@@ -179,7 +193,12 @@ fn live_image(image: &Image, region: &Region) -> Option<LiveImage> {
         snapshot_ids: snapshot_ids(image),
         tags: tags(image.tags()),
         encrypted: image.block_device_mappings().iter().filter_map(|m| m.ebs()).any(|e| e.encrypted() == Some(true)),
-        kms_key_id: image.block_device_mappings().iter().filter_map(|m| m.ebs()?.kms_key_id()).next().map(str::to_owned),
+        kms_key_id: image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.kms_key_id())
+            .next()
+            .map(str::to_owned),
         deprecation_time: image.deprecation_time().map(str::to_owned),
         deregistration_protection: image.deregistration_protection().is_some_and(|p| p.starts_with("enabled")),
     })

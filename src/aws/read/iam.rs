@@ -41,7 +41,9 @@ async fn read_roles(aws: &Aws, scope: &ReadScope) -> Result<(BTreeMap<String, Li
         aws.iam().get_account_authorization_details().filter(EntityType::Role).max_items(PAGE).into_paginator().send();
     while let Some(page) = aws.limited(pages.next()).await {
         for detail in page.during(DETAILS)?.role_detail_list() {
-            let Some(name) = detail.role_name() else { continue };
+            let Some(name) = detail.role_name() else {
+                continue;
+            };
             all.insert(name.to_owned());
             let tags = tags(detail.tags());
             if scope.roles.contains(name) || owned_by(&tags, &scope.stack) {
@@ -125,7 +127,9 @@ async fn read_instance_profiles(
                 .during(format_args!("GetInstanceProfile {}", profile.name))
                 // Deleted since it was listed.
                 .absent_on(&["NoSuchEntity"])?;
-            let Some(answer) = answer else { return Ok(None) };
+            let Some(answer) = answer else {
+                return Ok(None);
+            };
             profile.tags = tags(answer.instance_profile().map(|p| p.tags()).unwrap_or_default());
         }
         Ok::<_, AwsError>(Some(profile))

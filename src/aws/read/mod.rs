@@ -14,8 +14,10 @@ use super::{Aws, AwsError};
 use crate::live::{LiveState, ReadScope};
 use crate::model::AccountId;
 
+pub(super) use ec2::{
+    filter as ec2_filter, sdk_tags as ec2_sdk_tags, snapshot_ids, tags as ec2_tags, LIVE_INSTANCE_STATES,
+};
 pub(super) use iam::tags as iam_tags;
-pub(super) use ec2::{filter as ec2_filter, sdk_tags as ec2_sdk_tags, snapshot_ids, tags as ec2_tags, LIVE_INSTANCE_STATES};
 pub(super) use packages::{get_object_with, parse_report, SHA256_METADATA};
 pub(super) use s3::{bucket_region, tags as s3_tags, EXPIRE_RULE_ID};
 

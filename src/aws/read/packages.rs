@@ -56,9 +56,12 @@ pub(super) async fn read(
         .chain(scope.logs_buckets.iter().map(String::as_str))
         .chain(live_builds.values().copied())
         .collect();
-    let located = try_join_all(buckets.iter().filter(|b| !listed_regions.contains_key(**b)).map(|bucket| async move {
-        Ok::<_, AwsError>((bucket.to_string(), bucket_region(aws, bucket).await?))
-    }))
+    let located = try_join_all(
+        buckets
+            .iter()
+            .filter(|b| !listed_regions.contains_key(**b))
+            .map(|bucket| async move { Ok::<_, AwsError>((bucket.to_string(), bucket_region(aws, bucket).await?)) }),
+    )
     .await?;
     let mut regions: BTreeMap<String, Option<String>> =
         listed_regions.iter().map(|(name, region)| (name.clone(), Some(region.clone()))).collect();
@@ -68,13 +71,19 @@ pub(super) async fn read(
     let groups = try_join_all(scope.package_groups.iter().map(|(name, bucket)| {
         let region = region_of(bucket);
         async move {
-            let Some(region) = region else { return Ok((name.clone(), None)) };
+            let Some(region) = region else {
+                return Ok((name.clone(), None));
+            };
             let key = crate::build::package_group_key(name);
             let bytes = aws.limited(get_object(aws, &region, bucket, &key)).await?;
             let record = match bytes {
                 None => None,
                 Some(bytes) => Some(serde_json::from_slice::<PackageGroupRecord>(&bytes).map_err(|e| {
-                    AwsError::new(format!("GetObject s3://{bucket}/{key}"), None, format!("not a package-group record: {e}"))
+                    AwsError::new(
+                        format!("GetObject s3://{bucket}/{key}"),
+                        None,
+                        format!("not a package-group record: {e}"),
+                    )
                 })?),
             };
             Ok::<_, AwsError>((name.clone(), record))
@@ -85,7 +94,9 @@ pub(super) async fn read(
     let present = try_join_all(artifacts.into_iter().map(|bucket| {
         let region = region_of(bucket);
         async move {
-            let Some(region) = region else { return Ok((bucket.clone(), BTreeSet::new())) };
+            let Some(region) = region else {
+                return Ok((bucket.clone(), BTreeSet::new()));
+            };
             let keys = list_keys(aws, &region, bucket, PACKAGES_PREFIX, None).await?.0;
             Ok::<_, AwsError>((bucket.clone(), keys.into_iter().collect()))
         }
@@ -94,14 +105,18 @@ pub(super) async fn read(
     let finished = try_join_all(scope.logs_buckets.iter().map(|bucket| {
         let region = region_of(bucket);
         async move {
-            let Some(region) = region else { return Ok(Vec::new()) };
+            let Some(region) = region else {
+                return Ok(Vec::new());
+            };
             let prefixes = list_keys(aws, &region, bucket, BUILDS_PREFIX, Some("/")).await?.1;
             let builds = prefixes.iter().filter_map(|p| p.strip_prefix(BUILDS_PREFIX)?.strip_suffix('/'));
             // The newest build of each image name: all the planner needs (the next revision, and whether the last
             // attempt of a configuration failed).
             let mut newest: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
             for build_id in builds {
-                let Some((name, revision)) = parse_build_id(build_id) else { continue };
+                let Some((name, revision)) = parse_build_id(build_id) else {
+                    continue;
+                };
                 let entry = newest.entry(name).or_insert((revision, build_id));
                 if revision > entry.0 {
                     *entry = (revision, build_id);
@@ -122,7 +137,9 @@ pub(super) async fn read(
     let reports = try_join_all(candidates.iter().map(|(build_id, bucket)| {
         let region = region_of(bucket);
         async move {
-            let Some(region) = region else { return Ok(None) };
+            let Some(region) = region else {
+                return Ok(None);
+            };
             let keys = ReportKeys::for_build(build_id);
             let (status, result) = tokio::try_join!(
                 aws.limited(get_json::<InstanceStatus>(aws, &region, bucket, &keys.status)),
@@ -160,7 +177,8 @@ async fn list_keys(
     let mut pages = request.into_paginator().send();
     let (mut keys, mut prefixes) = (Vec::new(), Vec::new());
     while let Some(page) = aws.limited(pages.next()).await {
-        let Some(page) = page.during(format_args!("ListObjectsV2 s3://{bucket}/{prefix}")).absent_on(&["NoSuchBucket"])?
+        let Some(page) =
+            page.during(format_args!("ListObjectsV2 s3://{bucket}/{prefix}")).absent_on(&["NoSuchBucket"])?
         else {
             break;
         };
@@ -187,11 +205,19 @@ pub(in crate::aws) async fn get_object_with(
     key: &str,
 ) -> Result<Option<Vec<u8>>, AwsError> {
     let operation = format!("GetObject s3://{bucket}/{key}");
-    let Some(answer) = client.get_object().bucket(bucket).key(key).send().await.during(&operation).absent_on(&["NoSuchKey", "NoSuchBucket"])?
+    let Some(answer) = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .during(&operation)
+        .absent_on(&["NoSuchKey", "NoSuchBucket"])?
     else {
         return Ok(None);
     };
-    let body = answer.body.collect().await.map_err(|e| AwsError::new(&operation, None, format!("reading the body: {e}")))?;
+    let body =
+        answer.body.collect().await.map_err(|e| AwsError::new(&operation, None, format!("reading the body: {e}")))?;
     Ok(Some(body.into_bytes().to_vec()))
 }
 

@@ -60,7 +60,9 @@ async fn read_bucket(
             let request = aws.s3(aws.region()).get_bucket_location().bucket(name);
             let answer =
                 aws.limited(request.send()).await.during(format_args!("GetBucketLocation {name}")).absent_on(gone)?;
-            let Some(answer) = answer else { return Ok(None) };
+            let Some(answer) = answer else {
+                return Ok(None);
+            };
             location_region(answer.location_constraint().map(|c| c.as_str())).to_owned()
         }
     };
@@ -178,7 +180,11 @@ async fn bucket_exists(aws: &Aws, name: &str) -> Result<bool, AwsError> {
 /// A bucket's region (`GetBucketLocation`, through the home region's client); None when the bucket does not exist.
 pub(in crate::aws) async fn bucket_region(aws: &Aws, name: &str) -> Result<Option<String>, AwsError> {
     let request = aws.s3(aws.region()).get_bucket_location().bucket(name);
-    let answer = aws.limited(request.send()).await.during(format_args!("GetBucketLocation {name}")).absent_on(&["NoSuchBucket"])?;
+    let answer = aws
+        .limited(request.send())
+        .await
+        .during(format_args!("GetBucketLocation {name}"))
+        .absent_on(&["NoSuchBucket"])?;
     Ok(answer.map(|a| location_region(a.location_constraint().map(|c| c.as_str())).to_owned()))
 }
 

@@ -86,14 +86,18 @@ async fn read_region<'a>(aws: &Aws, scope: &ReadScope, region: &'a Region) -> Re
         let request = client.list_tags_for_resource().resource_arn(arn);
         let answer = aws.limited(request.send()).await.during(format_args!("ListTagsForResource {arn}"));
         // Deleted since it was listed.
-        let Some(answer) = answer.absent_on(MISSING)? else { return Ok(None) };
+        let Some(answer) = answer.absent_on(MISSING)? else {
+            return Ok(None);
+        };
         let tags = tags(answer.tags());
         if !(named.is_some_and(|n| n.contains(name)) || owned_by(&tags, &scope.stack)) {
             return Ok(None);
         }
         let request = client.get_topic_attributes().topic_arn(arn);
         let answer = aws.limited(request.send()).await.during(format_args!("GetTopicAttributes {arn}"));
-        let Some(answer) = answer.absent_on(MISSING)? else { return Ok(None) };
+        let Some(answer) = answer.absent_on(MISSING)? else {
+            return Ok(None);
+        };
         let attribute =
             |key: &str| answer.attributes().and_then(|a| a.get(key)).filter(|v| !v.is_empty()).map(String::to_owned);
         Ok::<_, AwsError>(Some(LiveTopic {

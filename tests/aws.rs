@@ -10,6 +10,8 @@ mod build;
 mod cli;
 #[path = "aws/distribution.rs"]
 mod distribution;
+#[path = "aws/distribution_cli.rs"]
+mod distribution_cli;
 #[path = "aws/instance.rs"]
 mod instance;
 #[path = "aws/pipeline.rs"]

@@ -332,14 +332,17 @@ fn rebuild_copies_and_shares_the_new_image_then_publishes_it_then_retention_remo
         }
     }
 
-    // Applied in that order: progress lines of the build, then the copies, the share, the parameters, retention.
+    // Applied in that order: each starts only once what it waits for has finished.
     let apply = world.apply();
-    let at = |resource: &str| apply.line_of(&format!("{resource}: "));
-    let built = at(IMAGE);
-    assert!(copies.iter().all(|c| at(c) > built), "{apply}");
-    let shared = at(SHARE);
-    assert!(copies.iter().all(|c| at(c) < shared), "{apply}");
-    assert!(built < shared && shared < at(PUBLISH) && at(PUBLISH) < at(RETENTION), "{apply}");
+    let started = |resource: &str, verb: &str| apply.line_of(&format!("{resource}: {verb}…"));
+    let finished = |resource: &str, verb: &str| apply.line_of(&format!("{resource}: {verb} ("));
+    let built = finished(IMAGE, "replaced");
+    for copy in &copies {
+        assert!(built < started(copy, "replacing"), "{copy} after the build:\n{apply}");
+        assert!(finished(copy, "replaced") < started(SHARE, "updating"), "the share after {copy}:\n{apply}");
+    }
+    assert!(finished(SHARE, "updated") < started(PUBLISH, "updating"), "{apply}");
+    assert!(finished(PUBLISH, "updated") < started(RETENTION, "updating"), "{apply}");
 
     let new = world.regions();
     let new_build = new[HOME].only_image().tags["imagectl:build-id"].clone();
@@ -375,6 +378,7 @@ fn old_image_a_running_instance_uses_is_kept_by_retention_and_the_plan_says_why(
     let kept = format!("{IMAGE}: keeps {} beyond retention (1 kept): it is in use by", old_image.id);
     plan.shows(&kept);
     plan.shows(&instance);
+    assert_plan_snapshot("in-use-kept-plan-text", &plan.stdout);
     assert_eq!(
         plan.changes().last().map(String::as_str),
         Some(format!("~ {PUBLISH}").as_str()),

@@ -46,9 +46,14 @@ spec:
 "#;
 
 fn model(text: &str) -> Model {
+    model_in(Path::new("stack.yaml"), text)
+}
+
+/// Parses and validates `text` as if it were the file `file` (package paths resolve beside it).
+fn model_in(file: &Path, text: &str) -> Model {
     let mut documents = Vec::new();
     let mut problems = Vec::new();
-    crate::manifest::parse_file(Path::new("stack.yaml"), text, &mut documents, &mut problems);
+    crate::manifest::parse_file(file, text, &mut documents, &mut problems);
     crate::validate::validate(&documents, problems).expect("valid manifests").model
 }
 
@@ -401,10 +406,7 @@ spec:
 
 /// Parsed as if it sat in examples/golden-image, so that its package paths resolve to the example's files.
 fn image_model(text: &str) -> Model {
-    let mut documents = Vec::new();
-    let mut problems = Vec::new();
-    crate::manifest::parse_file(Path::new("examples/golden-image/test.yaml"), text, &mut documents, &mut problems);
-    crate::validate::validate(&documents, problems).expect("valid manifests").model
+    model_in(Path::new("examples/golden-image/test.yaml"), text)
 }
 
 fn base_query(model: &Model) -> crate::live::BaseImageQuery {

@@ -238,6 +238,14 @@ async fn images_named(emulator: &Arc<Emulator>, name: &str) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(out.trim()).unwrap()
 }
 
+/// The tags of a snapshot, as boto3 reads them.
+async fn snapshot_tags(emulator: &Arc<Emulator>, snapshot: &str) -> Tags {
+    let script = format!(
+        "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
+    );
+    tag_map(&serde_json::from_str(&python_async(emulator, script).await).unwrap())
+}
+
 fn tag_map(tags: &Value) -> Tags {
     tags.as_array()
         .map(|a| {
@@ -562,18 +570,8 @@ fn image_steps_change_tags_and_description_in_place() {
         // The emulator answers ModifyImageAttribute's Description with 200 and changes nothing (moto 5.2.5): that
         // the step succeeds is all that can be checked here.
         let snapshot = found["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
-        let snapshot_tags = python_async(
-            &emulator,
-            format!(
-                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
-            ),
-        )
-        .await;
-        assert_eq!(
-            tag_map(&serde_json::from_str(&snapshot_tags).unwrap()),
-            tags(&[("team", "b"), ("cost", "7")]),
-            "snapshots follow"
-        );
+        let snapshot_tags = snapshot_tags(&emulator, snapshot).await;
+        assert_eq!(snapshot_tags, tags(&[("team", "b"), ("cost", "7")]), "snapshots follow");
         // Removing tags from an image that is gone is done already.
         aws.execute(&Step::UntagImage {
             image_id: "ami-0123456789abcdef0".into(),
@@ -662,14 +660,8 @@ fn build_launches_once_resumes_and_captures_one_image() {
         assert_eq!(image["State"], "available");
         let image_id = image["ImageId"].as_str().unwrap().to_owned();
         let snapshot = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
-        let snapshot_tags = python_async(
-            &emulator,
-            format!(
-                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
-            ),
-        )
-        .await;
-        assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), plan.tags);
+        let snapshot_tags = snapshot_tags(&emulator, snapshot).await;
+        assert_eq!(snapshot_tags, plan.tags);
         assert_eq!(instances_of(&emulator, &plan.build_id).await, [(instance.clone(), "terminated".to_owned())]);
         let published = notifications(&emulator, &queue).await;
         assert_eq!(states(&published), ["Scanning", "Successful"]);
@@ -847,14 +839,8 @@ fn a_build_killed_after_capture_is_finished_by_the_next_run() {
         assert_eq!(images.len(), 1, "no second image");
         assert_eq!(images[0]["ImageId"], image_id);
         let snapshot = images[0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"].as_str().unwrap();
-        let snapshot_tags = python_async(
-            &emulator,
-            format!(
-                "print(json.dumps(ec2.describe_snapshots(SnapshotIds=['{snapshot}'])['Snapshots'][0].get('Tags', [])))"
-            ),
-        )
-        .await;
-        assert_eq!(tag_map(&serde_json::from_str(&snapshot_tags).unwrap()), plan.tags);
+        let snapshot_tags = snapshot_tags(&emulator, snapshot).await;
+        assert_eq!(snapshot_tags, plan.tags);
         assert_eq!(instances_of(&emulator, &plan.build_id).await, [(instance, "terminated".to_owned())]);
         let published = notifications(&emulator, &queue).await;
         assert_eq!(states(&published), ["Successful"]);
